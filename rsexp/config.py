@@ -1,0 +1,351 @@
+"""One typed config tree: frozen dataclasses, loaded from YAML, dotted overrides.
+
+Every setting has exactly one default, here. A YAML file (``sweeps/<dataset>.yaml``)
+overrides some of them; ``key=value`` arguments override the YAML. An unknown key
+or a value of the wrong type raises :class:`ConfigError` naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key."""
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The embedded procedurally generated benchmark (``rsexp/data/synthetic.py``)."""
+
+    num_train: int = 640
+    num_val: int = 480
+    num_classes: int = 8
+    num_distractors: int = 2
+    object_size: int = 5
+    noise: float = 0.08
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(self.num_train > 0 and self.num_val > 0, "data.synthetic", "sizes must be > 0")
+        _check(2 <= self.num_classes <= 8, "data.synthetic.num_classes", "must be in [2, 8]")
+        _check(self.num_distractors >= 0, "data.synthetic.num_distractors", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "synthetic"
+    root: str = "data"
+    num_frames: int = 8
+    frame_size: int = 32
+    batch_size: int = 32
+    num_workers: int = 0
+    # Spatial augmentation (random resized crop + horizontal flip); the guidance grid is
+    # transformed with the pixels. Off by default: on the synthetic data a flip changes
+    # the class (left vs. right motion).
+    augment: bool = False
+    hflip: bool = False
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def __post_init__(self):
+        _check(self.num_frames >= 2, "data.num_frames", "must be >= 2")
+        _check(self.frame_size >= 8, "data.frame_size", "must be >= 8")
+        _check(self.batch_size >= 1, "data.batch_size", "must be >= 1")
+        _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    # Guidance JSON in the authors' released format; "" = the dataset's own file.
+    path: str = ""
+    grid: int = 4
+    # Fraction of training videos whose guidance is used (paper §3.1: 60 % UCF, 10 % SSv2).
+    coverage: float = 1.0
+    # A sampled frame takes the nearest annotated frame at most this many frames away.
+    max_frame_gap: int = 8
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(0.0 <= self.coverage <= 1.0, "guidance.coverage", "must be in [0, 1]")
+        _check(self.grid >= 1, "guidance.grid", "must be >= 1")
+        _check(self.max_frame_gap >= 0, "guidance.max_frame_gap", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "tsvit"
+    embed_dim: int = 64
+    depth: int = 4
+    temporal_depth: int = 2
+    num_heads: int = 4
+    mlp_ratio: float = 2.0
+    # 0 = one patch per guidance cell (TSViT's g_h x g_w token grid, paper §2.1).
+    patch_size: int = 0
+    tubelet: int = 1
+    drop_rate: float = 0.0
+    drop_path: float = 0.0
+    # Spatial layer whose CLS->patch attention is supervised (negative counts from the end).
+    attn_layer: int = -1
+    # K != N: "area" pools attention mass onto the guidance grid; "pad_truncate" is the
+    # paper's/released code's zero-pad or truncate (§2.3), kept for comparison.
+    attn_to_grid: Literal["area", "pad_truncate"] = "area"
+    # Local file with ImageNet ViT-B/16 or K400 TimeSformer weights ("" = random init).
+    pretrained: str = ""
+
+    def __post_init__(self):
+        _check(self.embed_dim % self.num_heads == 0, "model.embed_dim", "must divide by num_heads")
+        _check(self.depth >= 1, "model.depth", "must be >= 1")
+        _check(self.patch_size >= 0, "model.patch_size", "must be >= 0")
+        _check(self.tubelet >= 1, "model.tubelet", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class SegmentsConfig:
+    """Paper §2.3.2: immediate = first 20 %, contextual = middle 60 %, narrative = all."""
+
+    immediate: float = 0.2
+    contextual: float = 0.6
+    # Released code takes the immediate segment from the end of the clip.
+    immediate_at: Literal["start", "end"] = "start"
+
+    def __post_init__(self):
+        _check(0.0 < self.immediate <= 1.0, "loss.segments.immediate", "must be in (0, 1]")
+        _check(0.0 < self.contextual <= 1.0, "loss.segments.contextual", "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    lambda_s: float = 1.0
+    lambda_t: float = 0.5
+    tau: float = 1.0
+    eps: float = 1e-8
+    segments: SegmentsConfig = field(default_factory=SegmentsConfig)
+    # "mean" is the paper's consensus (§2.3.2); "sharpened" is the released code's
+    # power-sharpened, renormalised consensus.
+    consensus: Literal["mean", "sharpened"] = "mean"
+    consensus_power: float = 2.0
+    # "clip": CE on the clip logits (paper); "all_levels": CE on all three heads (released).
+    ce_on: Literal["clip", "all_levels"] = "clip"
+    # Spatial loss every k-th training step (paper: 1; released code: 10).
+    spatial_every: int = 1
+
+    def __post_init__(self):
+        _check(self.lambda_s >= 0, "loss.lambda_s", "must be >= 0")
+        _check(self.lambda_t >= 0, "loss.lambda_t", "must be >= 0")
+        _check(self.tau > 0, "loss.tau", "must be > 0")
+        _check(self.spatial_every >= 1, "loss.spatial_every", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.999
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 1.0
+
+    def __post_init__(self):
+        _check(self.lr > 0, "optim.lr", "must be > 0")
+        _check(self.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    seed: int = 0
+    experiment: str = ""  # "" = the dataset name
+    runs_dir: str = "runs"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # bf16 autocast, used on CUDA only.
+    amp: bool = True
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+    def __post_init__(self):
+        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def experiment(self) -> str:
+        return self.train.experiment or self.data.name
+
+    @property
+    def method(self) -> str:
+        """``baseline`` when neither RS term is on, else ``rs``."""
+        return "baseline" if self.loss.lambda_s == 0 and self.loss.lambda_t == 0 else "rs"
+
+
+# ---------------------------------------------------------------------------------------
+# dict <-> dataclass with type checking
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        _check(isinstance(value, dict), key, f"expected a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        _check(value in choices, key, f"must be one of {list(choices)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} does not match {tp}")
+    if tp is type(None):
+        _check(value is None, key, f"expected null, got {value!r}")
+        return None
+    if tp is bool:
+        _check(isinstance(value, bool), key, f"expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        _check(
+            isinstance(value, int) and not isinstance(value, bool),
+            key,
+            f"expected an integer, got {value!r}",
+        )
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        _check(
+            isinstance(value, (int, float)) and not isinstance(value, bool),
+            key,
+            f"expected a number, got {value!r}",
+        )
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), key, f"expected a string, got {value!r}")
+        return value
+    if origin in (tuple, list):
+        _check(isinstance(value, (list, tuple)), key, f"expected a list, got {value!r}")
+        (arg, *_) = typing.get_args(tp) or (Any,)
+        items = [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is Any:
+        return value
+    raise ConfigError(f"{key}: unsupported field type {tp}")
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for k in data:
+        if k not in names:
+            where = f"{prefix}.{k}" if prefix else k
+            raise ConfigError(f"unknown config key '{where}' (valid here: {', '.join(names)})")
+    kwargs = {}
+    for name in names:
+        if name in data:
+            key = f"{prefix}.{name}" if prefix else name
+            kwargs[name] = _coerce(data[name], hints[name], key)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # pragma: no cover - guarded by the key check above
+        raise ConfigError(f"{prefix or 'config'}: {e}") from e
+
+
+def to_dict(cfg: Any) -> dict:
+    """Nested plain dict (YAML/JSON-safe) of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"loss": {"tau": 1}}`` -> ``{"loss.tau": 1}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def parse_override(arg: str) -> tuple[str, Any]:
+    """``"loss.tau=0.5"`` -> ``("loss.tau", 0.5)``; the value is parsed as YAML."""
+    if "=" not in arg:
+        raise ConfigError(f"override '{arg}' is not of the form key=value")
+    key, raw = arg.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{arg}' has an empty key")
+    return key, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for i, p in enumerate(parts[:-1]):
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"'{'.'.join(parts[: i + 1])}' is a value, cannot set '{key}'")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def from_dict(data: dict, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    tree = _deep_copy(data)
+    for arg in overrides:
+        key, value = parse_override(arg)
+        _set_dotted(tree, key, value)
+    return _build(Config, tree)
+
+
+def _deep_copy(d: dict) -> dict:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
+    """Load ``path`` (or the defaults) and apply dotted ``key=value`` overrides."""
+    data = load_yaml(path) if path else {}
+    try:
+        return from_dict(data, overrides)
+    except ConfigError as e:
+        where = f"{path}: " if path else ""
+        raise ConfigError(f"{where}{e}") from None
+
+
+def dump_yaml(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
