@@ -1,0 +1,58 @@
+"""Clip transforms that move the guidance grid together with the pixels."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+MEAN = torch.tensor([0.45, 0.45, 0.45]).view(1, 3, 1, 1)
+STD = torch.tensor([0.225, 0.225, 0.225]).view(1, 3, 1, 1)
+
+
+def to_float(video: torch.Tensor) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> normalised float [T, 3, H, W]."""
+    return (video.permute(0, 3, 1, 2).float() / 255.0 - MEAN) / STD
+
+
+def remap_mask(mask: torch.Tensor, box: tuple[int, int, int, int], size: int, grid: int):
+    """Move a guidance mask through a crop.
+
+    mask: [T, grid * grid] bool on the full frame of side ``size``; box: (y0, x0, h, w)
+    the crop in pixels. A cell of the cropped frame is positive when at least half of
+    its area was positive before; a frame whose object is cropped out becomes empty and
+    is skipped by the spatial loss.
+    """
+    T = mask.shape[0]
+    pix = mask.view(T, 1, grid, grid).float()
+    pix = F.interpolate(pix, size=(size, size), mode="nearest")
+    y0, x0, h, w = box
+    pix = pix[:, :, y0: y0 + h, x0: x0 + w]
+    frac = F.adaptive_avg_pool2d(pix, (grid, grid)).view(T, grid * grid)
+    return frac >= 0.5
+
+
+class SpatialAugment:
+    """Random resized crop (scale ``min_scale``..1, square) and optional horizontal flip.
+
+    Draws from the generator it is given, so a clip's augmentation is a function of
+    (seed, epoch, index) and a resumed run repeats it exactly.
+    """
+
+    def __init__(self, size: int, grid: int, min_scale: float = 0.6, hflip: bool = True):
+        self.size, self.grid, self.min_scale, self.hflip = size, grid, min_scale, hflip
+
+    def __call__(self, video: torch.Tensor, mask: torch.Tensor, gen: torch.Generator):
+        """video [T, 3, H, W] float, mask [T, N] bool -> both transformed."""
+        s = self.size
+        scale = self.min_scale + (1 - self.min_scale) * torch.rand((), generator=gen).item()
+        side = max(self.grid, int(round(s * scale**0.5)))
+        y0 = int(torch.randint(0, s - side + 1, (), generator=gen))
+        x0 = int(torch.randint(0, s - side + 1, (), generator=gen))
+        video = video[:, :, y0: y0 + side, x0: x0 + side]
+        video = F.interpolate(video, size=(s, s), mode="bilinear", align_corners=False)
+        mask = remap_mask(mask, (y0, x0, side, side), s, self.grid)
+        if self.hflip and torch.rand((), generator=gen).item() < 0.5:
+            video = video.flip(-1)
+            g = self.grid
+            mask = mask.view(-1, g, g).flip(-1).reshape(-1, g * g)
+        return video, mask
