@@ -1,0 +1,89 @@
+"""``rsexp`` command line: train, resume, models, config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+
+from rsexp.config import ConfigError, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rsexp", description="Reasoning Supervision experiments")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train and evaluate one run")
+    t.add_argument("--config", "-c", default=None, help="YAML config (e.g. sweeps/synthetic.yaml)")
+    t.add_argument("--run-dir", default=None, help="run folder (default runs/<experiment>/<id>)")
+    t.add_argument(
+        "--until-epoch",
+        type=int,
+        default=None,
+        help="stop (checkpointed) after this epoch; continue with rsexp resume",
+    )
+    t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. loss.tau=0.5")
+
+    r = sub.add_parser("resume", help="continue a run from its last checkpoint")
+    r.add_argument("run", help="run folder or run id")
+    r.add_argument("--runs-dir", default="runs")
+    r.add_argument("--until-epoch", type=int, default=None)
+    r.add_argument("--epochs", type=int, default=None, help="extend the run to this many epochs")
+
+    sub.add_parser("models", help="list the registered models and datasets")
+
+    c = sub.add_parser("config", help="print the resolved config")
+    c.add_argument("--config", "-c", default=None)
+    c.add_argument("overrides", nargs="*")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        if args.command == "train":
+            from rsexp.experiment import train
+
+            cfg = load_config(args.config, args.overrides)
+            train(cfg, run_dir=args.run_dir, until_epoch=args.until_epoch, console=console)
+        elif args.command == "resume":
+            from rsexp.experiment import resume
+
+            resume(
+                args.run,
+                until_epoch=args.until_epoch,
+                epochs=args.epochs,
+                runs_dir=args.runs_dir,
+                console=console,
+            )
+        elif args.command == "models":
+            import rsexp.core.models  # noqa: F401
+            from rsexp.core.registry import list_models
+            from rsexp.data import list_datasets
+
+            console.print("models:   " + ", ".join(list_models()))
+            console.print("datasets: " + ", ".join(list_datasets()))
+        elif args.command == "config":
+            import yaml
+
+            from rsexp.config import to_dict
+
+            cfg = load_config(args.config, args.overrides)
+            console.print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    except (ConfigError, FileNotFoundError, FileExistsError, KeyError) as e:
+        err.print(f"[red]error:[/] {e.args[0] if isinstance(e, KeyError) else e}")
+        return 2
+    except KeyboardInterrupt:
+        err.print(
+            "[yellow]interrupted[/]: the last finished epoch is checkpointed; "
+            "continue with rsexp resume <run folder>"
+        )
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,486 @@
+"""One run: config -> data, model, optimiser -> epochs -> checkpoints -> summary; resume.
+
+The run folder ``runs/<experiment>/<run_id>/`` is the source of truth:
+``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``summary.json`` and
+``checkpoints/{last,best}.pt``. Each checkpoint carries the metric history up to its
+epoch, so a resumed run rewrites ``metrics.jsonl`` to exactly the epochs it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.syntax import Syntax
+from torch.utils.data import DataLoader
+
+import rsexp.core.models  # noqa: F401  (registers the models)
+from rsexp.config import Config, ConfigError, dump_yaml, from_dict, load_yaml, to_dict
+from rsexp.core.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from rsexp.core.metrics import MeanMeter
+from rsexp.core.models import load_pretrained
+from rsexp.core.optim import lr_at, param_groups
+from rsexp.core.registry import create_model
+from rsexp.core.step import LossWeights, NonFiniteLossError, eval_step, train_step
+from rsexp.data import build_raw
+from rsexp.data.dataset import ClipDataset
+from rsexp.data.transforms import SpatialAugment
+from rsexp.guidance.store import GuidanceStore, select_covered
+
+CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.yaml", "metrics.jsonl", "summary.json"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict
+    history: list[dict]
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: 'cuda' requested but no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def new_run_id(cfg: Config) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{cfg.model.name}-{cfg.method}-s{cfg.train.seed}-{secrets.token_hex(2)}"
+
+
+def find_run_dir(run: str | Path, runs_dir: str | Path = "runs") -> Path:
+    """A run folder given its path or its run id (searched under ``runs_dir/*/``)."""
+    path = Path(run)
+    if (path / CONFIG_FILE).is_file():
+        return path
+    matches = sorted(Path(runs_dir).glob(f"*/{run}"))
+    matches = [m for m in matches if (m / CONFIG_FILE).is_file()]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise FileNotFoundError(f"no run folder or run id {str(run)!r} (looked in {runs_dir}/*/)")
+    raise FileNotFoundError(f"run id {run!r} is ambiguous: {', '.join(map(str, matches))}")
+
+
+def write_json_atomic(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def write_metrics(path: Path, history: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
+    os.replace(tmp, path)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def loss_weights(cfg: Config) -> LossWeights:
+    lc = cfg.loss
+    return LossWeights(
+        lc.lambda_s,
+        lc.lambda_t,
+        lc.tau,
+        lc.eps,
+        lc.consensus,
+        lc.consensus_power,
+        lc.ce_on,
+        lc.spatial_every,
+    )
+
+
+# ------------------------------------------------------------------------------ data
+
+
+@dataclass
+class Data:
+    train: ClipDataset
+    val: ClipDataset
+    class_names: list[str]
+    guidance: GuidanceStore
+    guided_frame_fraction: float
+
+
+def build_data(cfg: Config) -> Data:
+    """Datasets with guidance attached: ``coverage`` picks the training videos whose
+    guidance the spatial loss may use; validation clips keep all theirs (for
+    ``val/loss_spatial``)."""
+    g = cfg.guidance
+    raw = build_raw(cfg.data.name, cfg.data, g.grid)
+    path = Path(g.path) if g.path else raw.guidance_path
+    if not g.path and raw.exact_guidance is not None and not path.is_file():
+        GuidanceStore.from_masks(*raw.exact_guidance, grid=g.grid).save(path)
+    store = GuidanceStore.load(path, grid=g.grid)
+
+    def masks(split, keep: set[str] | None):
+        ids, _, _, frames = split
+        out = np.zeros((len(ids), frames.shape[1], g.grid * g.grid), dtype=bool)
+        for i, vid in enumerate(ids):
+            if keep is None or vid in keep:
+                out[i] = store.clip_mask(vid, frames[i], g.max_frame_gap)[0]
+        return out
+
+    covered = select_covered(raw.train[0], g.coverage, g.seed)
+    train_masks = masks(raw.train, covered)
+    augment = None
+    if cfg.data.augment:
+        augment = SpatialAugment(cfg.data.frame_size, g.grid, hflip=cfg.data.hflip)
+    train = ClipDataset(*raw.train[:3], train_masks, augment=augment, seed=cfg.train.seed)
+    val = ClipDataset(*raw.val[:3], masks(raw.val, None))
+    frac = float(train_masks.any(-1).mean())
+    return Data(train, val, raw.class_names, store, frac)
+
+
+def build_model(cfg: Config, num_classes: int) -> torch.nn.Module:
+    m, s = cfg.model, cfg.loss.segments
+    model = create_model(
+        m.name,
+        num_classes=num_classes,
+        num_frames=cfg.data.num_frames,
+        img_size=cfg.data.frame_size,
+        guidance_grid=cfg.guidance.grid,
+        patch_size=m.patch_size,
+        tubelet=m.tubelet,
+        embed_dim=m.embed_dim,
+        depth=m.depth,
+        temporal_depth=m.temporal_depth,
+        num_heads=m.num_heads,
+        mlp_ratio=m.mlp_ratio,
+        drop_rate=m.drop_rate,
+        drop_path=m.drop_path,
+        attn_layer=m.attn_layer,
+        attn_to_grid=m.attn_to_grid,
+        segments=(s.immediate, s.contextual, s.immediate_at),
+    )
+    if m.pretrained:
+        if m.name != "timesformer":
+            raise ConfigError("model.pretrained: weights load into 'timesformer' only")
+        load_pretrained(model, m.pretrained)
+    return model
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+class Experiment:
+    """A training run bound to its run folder. Use :func:`train` / :func:`resume`."""
+
+    def __init__(self, cfg: Config, run_dir: Path, console: Console | None = None):
+        self.cfg, self.run_dir = cfg, run_dir
+        self.console = console or Console()
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self.start_epoch = 0
+        self.global_step = 0
+
+    # -- setup
+    def setup(self) -> None:
+        cfg = self.cfg
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        seed_everything(cfg.train.seed)
+        self.device = resolve_device(cfg.train.device)
+        self.amp = cfg.train.amp and self.device.type == "cuda"
+        self.data = build_data(cfg)
+        self.model = build_model(cfg, len(self.data.class_names)).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.model, cfg.optim.weight_decay),
+            lr=cfg.optim.lr,
+            betas=(cfg.optim.beta1, cfg.optim.beta2),
+        )
+        self.weights = loss_weights(cfg)
+        self.steps_per_epoch = -(-len(self.data.train) // cfg.data.batch_size)
+        self.total_steps = self.steps_per_epoch * cfg.train.epochs
+        self.warmup_steps = int(round(cfg.optim.warmup_epochs * self.steps_per_epoch))
+        self.num_params = sum(p.numel() for p in self.model.parameters())
+
+    def announce(self, resumed: bool) -> None:
+        c = self.console
+        c.rule(f"[bold]rsexp {'resume' if resumed else 'train'}[/] {self.run_dir}")
+        c.print(Syntax(yaml.safe_dump(to_dict(self.cfg), sort_keys=False), "yaml"))
+        c.print(
+            f"model [bold]{self.cfg.model.name}[/]: {self.num_params:,} parameters on "
+            f"{self.device}{' (bf16 autocast)' if self.amp else ''} | data "
+            f"[bold]{self.cfg.data.name}[/]: {len(self.data.train)} train / "
+            f"{len(self.data.val)} val clips, {len(self.data.class_names)} classes | "
+            f"guidance {self.data.guidance.source}: "
+            f"{self.data.guided_frame_fraction:.0%} of training frames guided"
+        )
+
+    # -- checkpoints
+    def state(self, epoch: int) -> dict:
+        return {
+            "config": to_dict(self.cfg),
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {
+                "step": self.global_step,
+                "total_steps": self.total_steps,
+                "warmup_steps": self.warmup_steps,
+            },
+            "scaler": None,  # bf16 autocast needs no loss scaling
+            "rng": capture_rng(),
+            "history": self.history,
+            "best": self.best,
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.global_step = state["global_step"]
+        self.start_epoch = state["epoch"]
+        self.history = list(state["history"])
+        self.best = state["best"]
+        restore_rng(state["rng"])
+
+    # -- epochs
+    def train_epoch(self, epoch: int, progress: Progress) -> dict[str, float]:
+        cfg = self.cfg
+        self.data.train.set_epoch(epoch)
+        # the order of an epoch is a function of (seed, epoch): identical after a resume
+        gen = torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)
+        loader = DataLoader(
+            self.data.train,
+            batch_size=cfg.data.batch_size,
+            shuffle=True,
+            generator=gen,
+            num_workers=cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        meter = MeanMeter()
+        task = progress.add_task(f"epoch {epoch}/{cfg.train.epochs} train", total=len(loader))
+        for i, batch in enumerate(loader):
+            lr = lr_at(
+                self.global_step,
+                self.total_steps,
+                self.warmup_steps,
+                cfg.optim.lr,
+                cfg.optim.min_lr_ratio,
+            )
+            try:
+                values = train_step(
+                    self.model,
+                    batch,
+                    self.optimizer,
+                    self.weights,
+                    step=self.global_step,
+                    lr=lr,
+                    grad_clip=cfg.optim.grad_clip,
+                    amp=self.amp,
+                )
+            except NonFiniteLossError as e:
+                raise NonFiniteLossError(
+                    f"non-finite loss at epoch {epoch}, step {i + 1}/{len(loader)} "
+                    f"(global step {self.global_step}): {e}"
+                ) from None
+            self.global_step += 1
+            meter.update(values, n=len(batch["label"]))
+            progress.update(
+                task,
+                advance=1,
+                description=(f"epoch {epoch}/{cfg.train.epochs} train loss {values['loss']:.3f}"),
+            )
+        progress.remove_task(task)
+        means = meter.means()
+        means["loss/total"] = means.pop("loss")
+        means["lr"] = lr
+        return means
+
+    @torch.no_grad()
+    def evaluate(self, progress: Progress | None = None) -> dict[str, float]:
+        cfg = self.cfg
+        loader = DataLoader(
+            self.data.val,
+            batch_size=cfg.data.batch_size,
+            shuffle=False,
+            num_workers=cfg.data.num_workers,
+        )
+        task = progress.add_task("val", total=len(loader)) if progress else None
+        tot = {
+            "n": 0,
+            "top1": 0,
+            "top5": 0,
+            "clip_loss": 0.0,
+            "spatial_sum": 0.0,
+            "spatial_frames": 0,
+        }
+        for batch in loader:
+            r = eval_step(self.model, batch, self.weights, amp=self.amp)
+            for k in tot:
+                tot[k] += r[k]
+            if progress:
+                progress.update(task, advance=1)
+        if progress:
+            progress.remove_task(task)
+        n = max(tot["n"], 1)
+        return {
+            "val/top1": 100.0 * tot["top1"] / n,
+            "val/top5": 100.0 * tot["top5"] / n,
+            "val/clip_loss": tot["clip_loss"] / n,
+            "val/loss_spatial": tot["spatial_sum"] / max(tot["spatial_frames"], 1),
+        }
+
+    def run(self, until_epoch: int | None = None) -> RunResult:
+        cfg = self.cfg
+        last_epoch = min(cfg.train.epochs, until_epoch or cfg.train.epochs)
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=self.console, transient=True) as progress:
+            for epoch in range(self.start_epoch + 1, last_epoch + 1):
+                t0 = time.perf_counter()
+                record = {"epoch": epoch, **self.train_epoch(epoch, progress)}
+                record.update(self.evaluate(progress))
+                seconds = time.perf_counter() - t0
+                record["time/epoch_s"] = seconds
+                record["time/clips_per_s"] = len(self.data.train) / seconds
+                record["guidance/frac_frames"] = self.data.guided_frame_fraction
+                self.history.append(record)
+                improved = self.best is None or record["val/top1"] > self.best["val/top1"]
+                if improved:
+                    self.best = record
+                # checkpoint first, then the log: the checkpoint carries the history, so a
+                # crash in between loses nothing (resume rewrites the log from it)
+                state = self.state(epoch)
+                save_checkpoint(self.ckpt_dir / "last.pt", state)
+                if improved:
+                    save_checkpoint(self.ckpt_dir / "best.pt", state)
+                with open(self.run_dir / METRICS_FILE, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                self.console.print(
+                    f"epoch {epoch:>3}/{cfg.train.epochs}  loss {record['loss/total']:.4f} "
+                    f"(ce {record['loss/ce']:.4f}, spatial {record['loss/spatial']:.4f}, "
+                    f"temporal {record['loss/temporal']:.4f})  val top1 "
+                    f"{record['val/top1']:.2f}  top5 {record['val/top5']:.2f}  "
+                    f"clip loss {record['val/clip_loss']:.4f}  {seconds:.1f}s"
+                )
+        if last_epoch < cfg.train.epochs:
+            self.console.print(
+                f"[yellow]stopped after epoch {last_epoch}/{cfg.train.epochs}[/]; continue "
+                f"with: rsexp resume {self.run_dir}"
+            )
+            return RunResult(
+                self.run_dir, {"status": "stopped", "epoch": last_epoch}, self.history
+            )
+        summary = self.write_summary("finished")
+        self.console.print(
+            f"[green]done[/]: val top1 {summary['val/top1']:.2f} (best "
+            f"{summary['best/val/top1']:.2f} at epoch {summary['best_epoch']}) | wrote "
+            f"{self.run_dir}/{{{CONFIG_FILE}, {METRICS_FILE}, {SUMMARY_FILE}, "
+            f"checkpoints/last.pt, checkpoints/best.pt}}"
+        )
+        return RunResult(self.run_dir, summary, self.history)
+
+    def write_summary(self, status: str, error: str | None = None) -> dict:
+        last = self.history[-1] if self.history else {}
+        summary = {
+            "status": status,
+            "run_id": self.run_dir.name,
+            "experiment": self.cfg.experiment,
+            "dataset": self.cfg.data.name,
+            "model": self.cfg.model.name,
+            "method": self.cfg.method,
+            "seed": self.cfg.train.seed,
+            "num_params": self.num_params,
+            "epochs": len(self.history),
+            **{k: v for k, v in last.items() if k != "epoch"},
+        }
+        if self.best is not None:
+            summary["best_epoch"] = self.best["epoch"]
+            summary.update({f"best/{k}": v for k, v in self.best.items() if k.startswith("val/")})
+        if error:
+            summary["error"] = error
+        write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
+        return summary
+
+
+def _execute(exp: Experiment, until_epoch: int | None) -> RunResult:
+    try:
+        return exp.run(until_epoch)
+    except NonFiniteLossError as e:
+        exp.write_summary("failed", str(e))
+        raise
+
+
+def train(
+    cfg: Config,
+    *,
+    run_dir: str | Path | None = None,
+    until_epoch: int | None = None,
+    console: Console | None = None,
+) -> RunResult:
+    """Train ``cfg`` in a new run folder (``runs/<experiment>/<run_id>/`` by default)."""
+    run_dir = (
+        Path(run_dir) if run_dir else Path(cfg.train.runs_dir) / cfg.experiment / new_run_id(cfg)
+    )
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        raise FileExistsError(f"{run_dir} already holds a run; use rsexp resume {run_dir}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_yaml(cfg, run_dir / CONFIG_FILE)
+    exp = Experiment(cfg, run_dir, console)
+    exp.setup()
+    exp.announce(resumed=False)
+    (run_dir / METRICS_FILE).write_text("")
+    return _execute(exp, until_epoch)
+
+
+def resume(
+    run: str | Path,
+    *,
+    until_epoch: int | None = None,
+    epochs: int | None = None,
+    runs_dir: str | Path = "runs",
+    console: Console | None = None,
+) -> RunResult:
+    """Continue a run from its last checkpoint (``epochs`` extends the schedule)."""
+    run_dir = find_run_dir(run, runs_dir)
+    cfg = from_dict(load_yaml(run_dir / CONFIG_FILE))
+    if epochs is not None:
+        cfg = replace(cfg, train=replace(cfg.train, epochs=epochs))
+        dump_yaml(cfg, run_dir / CONFIG_FILE)
+    exp = Experiment(cfg, run_dir, console)
+    exp.setup()
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    if ckpt.is_file():
+        exp.load_state(load_checkpoint(ckpt, map_location=exp.device))
+        if epochs is not None:  # a longer schedule: recompute its step counts
+            exp.total_steps = exp.steps_per_epoch * cfg.train.epochs
+    exp.announce(resumed=True)
+    exp.console.print(f"resuming after epoch {exp.start_epoch} (step {exp.global_step})")
+    write_metrics(run_dir / METRICS_FILE, exp.history)
+    return _execute(exp, until_epoch)
