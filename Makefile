@@ -1,0 +1,42 @@
+# rsexp: `make train` (embedded synthetic default), `make test`, `make bench-rs`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATASET ?= synthetic
+CONFIG ?= sweeps/$(DATASET).yaml
+ARGS ?=
+# pip on these machines lists every local package index it skips; keep real errors only
+PIP_QUIET := 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+
+.PHONY: setup train resume test lint format bench-rs clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip $(PIP_QUIET)
+	$(BIN)/pip install --quiet -e '.[dev]' $(PIP_QUIET)
+	touch $@
+
+train: setup
+	$(BIN)/rsexp train --config $(CONFIG) $(ARGS)
+
+resume: setup
+	@test -n "$(RUN)" || { echo "usage: make resume RUN=<run folder or run id>"; exit 2; }
+	$(BIN)/rsexp resume $(RUN)
+
+test: setup
+	$(BIN)/pytest -q $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+bench-rs: setup
+	$(BIN)/python benchmarks/rs_gain.py $(ARGS)
+
+clean:
+	rm -rf runs/bench .pytest_cache

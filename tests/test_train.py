@@ -1,0 +1,109 @@
+import json
+
+import pytest
+import torch
+
+from rsexp.cli import main
+from rsexp.config import load_config
+from rsexp.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from rsexp.core.step import NonFiniteLossError
+from rsexp.experiment import read_metrics, resume, train
+
+CONFIG = "sweeps/synthetic.yaml"
+TIME_KEYS = ("time/epoch_s", "time/clips_per_s")
+
+
+def run_dirs(tmp_path):
+    return sorted((tmp_path / "runs" / "synthetic").iterdir())
+
+
+def test_cli_train_end_to_end(tiny, tmp_path, capsys):
+    assert main(["train", "--config", CONFIG, *tiny]) == 0
+    (run_dir,) = run_dirs(tmp_path)
+    cfg = load_config(run_dir / "config.yaml")
+    assert cfg.data.synthetic.num_train == 24 and cfg.model.embed_dim == 16
+    metrics = read_metrics(run_dir)
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    for key in [
+        "loss/total",
+        "loss/ce",
+        "loss/spatial",
+        "loss/temporal",
+        "val/top1",
+        "val/top5",
+        "val/clip_loss",
+        "val/loss_spatial",
+        "lr",
+        "time/epoch_s",
+    ]:
+        assert key in metrics[0], key
+    assert 0 <= metrics[-1]["val/top1"] <= 100
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["method"] == "rs"
+    assert summary["val/top1"] == metrics[-1]["val/top1"]
+    assert summary["best_epoch"] in (1, 2)
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    assert (run_dir / "checkpoints" / "best.pt").is_file()
+    # the guidance of the synthetic data is written in the released format and re-read
+    assert list((tmp_path / "data" / "synthetic").glob("*/guidance.json"))
+    out = capsys.readouterr().out
+    assert "parameters" in out and str(run_dir) in out.replace("\n", "")
+
+
+def test_cli_bad_override_exits_2_naming_the_key(tiny, capsys):
+    assert main(["train", "--config", CONFIG, *tiny, "loss.lamda_t=1"]) == 2
+    assert "loss.lamda_t" in capsys.readouterr().err
+
+
+def test_unknown_model_lists_valid_names(tiny):
+    cfg = load_config(CONFIG, [*tiny, "model.name=resnet"])
+    with pytest.raises(KeyError, match="valid models"):
+        train(cfg)
+
+
+def test_stop_and_resume_equals_uninterrupted(tiny, tmp_path):
+    over = [*tiny, "train.epochs=4", "model.drop_rate=0.1", "data.augment=true"]
+    full = train(load_config(CONFIG, over), run_dir=tmp_path / "runs" / "full")
+    part = train(load_config(CONFIG, over), run_dir=tmp_path / "runs" / "part", until_epoch=2)
+    assert [h["epoch"] for h in part.history] == [1, 2]
+    assert not (part.run_dir / "summary.json").exists()
+    done = resume(part.run_dir)
+    assert [h["epoch"] for h in read_metrics(done.run_dir)] == [1, 2, 3, 4]
+
+    def strip(hist):
+        return [{k: v for k, v in h.items() if k not in TIME_KEYS} for h in hist]
+
+    assert strip(read_metrics(done.run_dir)) == strip(read_metrics(full.run_dir))
+    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(done.run_dir / "checkpoints" / "last.pt")["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_resume_rewrites_log_from_checkpoint(tiny, tmp_path):
+    """A crash after the checkpoint but before the log line: resume fills the gap."""
+    r = train(load_config(CONFIG, [*tiny, "train.epochs=3"]), until_epoch=2)
+    log = r.run_dir / "metrics.jsonl"
+    log.write_text(log.read_text().splitlines()[0] + "\n")  # epoch 2 line lost
+    resume(r.run_dir.name, runs_dir=tmp_path / "runs")  # by run id
+    assert [m["epoch"] for m in read_metrics(r.run_dir)] == [1, 2, 3]
+
+
+def test_non_finite_loss_stops_naming_epoch_and_step(tiny):
+    cfg = load_config(
+        CONFIG, [*tiny, "optim.lr=1e30", "optim.warmup_epochs=0", "optim.grad_clip=0"]
+    )
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step \d+/\d+"):
+        train(cfg)
+
+
+def test_checkpoint_is_atomic_and_versioned(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"w": torch.ones(2)})
+    assert load_checkpoint(path)["w"].sum() == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp file left
+    torch.save({"format_version": 99}, path)
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "none.pt")
