@@ -8,6 +8,8 @@ import sys
 from rich.console import Console
 
 from rsexp.config import ConfigError, load_config
+from rsexp.experiment import Interrupted
+from rsexp.track import TrackingError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,14 +75,13 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = load_config(args.config, args.overrides)
             console.print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-    except (ConfigError, FileNotFoundError, FileExistsError, KeyError) as e:
+    except (ConfigError, FileNotFoundError, FileExistsError, KeyError, TrackingError) as e:
         err.print(f"[red]error:[/] {e.args[0] if isinstance(e, KeyError) else e}")
         return 2
+    except Interrupted:
+        return 130  # checkpointed, marked KILLED, resume command already printed
     except KeyboardInterrupt:
-        err.print(
-            "[yellow]interrupted[/]: the last finished epoch is checkpointed; "
-            "continue with rsexp resume <run folder>"
-        )
+        err.print("[yellow]interrupted[/] before training started; nothing to resume")
         return 130
     return 0
 

@@ -178,6 +178,58 @@ class TrainConfig:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
 
 
+BACKENDS = ("local", "mlflow", "wandb")
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    # "" = the embedded store sqlite:///<train.runs_dir>/mlflow.db (artifacts under runs/).
+    # Any tracking URI works (http://host:5000, postgresql://...); pass credentials through
+    # MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, never in the URI.
+    tracking_uri: str = ""
+    experiment: str = ""  # "" = the run's experiment name
+    log_checkpoints: bool = False
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    # auto = online when logged in (WANDB_API_KEY or `wandb login`), offline otherwise
+    mode: Literal["auto", "online", "offline"] = "auto"
+    project: str = "rsexp"
+    entity: str = ""
+    group: str = ""
+    log_checkpoints: bool = False
+
+
+@dataclass(frozen=True)
+class OverlayConfig:
+    num_clips: int = 4  # fixed validation clips rendered every `every` epochs; 0 = off
+    every: int = 1
+    cell_px: int = 24  # rendered size of one guidance cell
+
+    def __post_init__(self):
+        _check(self.num_clips >= 0, "track.overlays.num_clips", "must be >= 0")
+        _check(self.every >= 1, "track.overlays.every", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    # The local run folder is always written; these mirror it.
+    backends: tuple[str, ...] = ("mlflow",)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    overlays: OverlayConfig = field(default_factory=OverlayConfig)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for b in self.backends:
+            _check(
+                b in BACKENDS,
+                "track.backends",
+                f"unknown backend {b!r}; valid backends: {', '.join(BACKENDS)}",
+            )
+
+
 @dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -186,6 +238,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
 
     @property
     def experiment(self) -> str:
@@ -243,8 +296,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         )
         return float(value)
     if tp is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # tags such as `trial: 3`
         _check(isinstance(value, str), key, f"expected a string, got {value!r}")
         return value
+    if origin is dict:
+        _check(isinstance(value, dict), key, f"expected a mapping, got {value!r}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
     if origin in (tuple, list):
         _check(isinstance(value, (list, tuple)), key, f"expected a list, got {value!r}")
         (arg, *_) = typing.get_args(tp) or (Any,)

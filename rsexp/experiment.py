@@ -1,9 +1,11 @@
 """One run: config -> data, model, optimiser -> epochs -> checkpoints -> summary; resume.
 
 The run folder ``runs/<experiment>/<run_id>/`` is the source of truth:
-``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``summary.json`` and
-``checkpoints/{last,best}.pt``. Each checkpoint carries the metric history up to its
-epoch, so a resumed run rewrites ``metrics.jsonl`` to exactly the epochs it holds.
+``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``summary.json``,
+``checkpoints/{last,best}.pt``, ``overlays/``, ``figures/`` and ``trackers.json`` (the
+ids of the MLflow / W&B runs it mirrors). Each checkpoint carries the metric history up
+to its epoch; an epoch ends checkpoint-first, then logged, so a resume can give every
+backend exactly the epochs it lacks (see :meth:`rsexp.track.Tracker.sync`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -19,13 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.syntax import Syntax
 from torch.utils.data import DataLoader
 
 import rsexp.core.models  # noqa: F401  (registers the models)
-from rsexp.config import Config, ConfigError, dump_yaml, from_dict, load_yaml, to_dict
+from rsexp.config import Config, ConfigError, flatten, from_dict, load_yaml, to_dict
 from rsexp.core.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from rsexp.core.metrics import MeanMeter
 from rsexp.core.models import load_pretrained
@@ -36,8 +40,17 @@ from rsexp.data import build_raw
 from rsexp.data.dataset import ClipDataset
 from rsexp.data.transforms import SpatialAugment
 from rsexp.guidance.store import GuidanceStore, select_covered
+from rsexp.track import Tracker
+from rsexp.track.figures import loss_dynamics
+from rsexp.track.local import METRICS_FILE, overlay_path
+from rsexp.track.overlay import render_overlay
+from rsexp.track.provenance import provenance, redact
 
-CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.yaml", "metrics.jsonl", "summary.json"
+CONFIG_FILE, SUMMARY_FILE = "config.yaml", "summary.json"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: the run was checkpointed mid-epoch and marked KILLED."""
 
 
 @dataclass
@@ -91,17 +104,9 @@ def write_json_atomic(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def write_metrics(path: Path, history: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
-    os.replace(tmp, path)
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def save_config(cfg: Config, path: Path) -> None:
+    """``config.yaml`` with secret-looking values redacted (they never reach a file)."""
+    path.write_text(yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False))
 
 
 def loss_weights(cfg: Config) -> LossWeights:
@@ -127,7 +132,9 @@ class Data:
     val: ClipDataset
     class_names: list[str]
     guidance: GuidanceStore
+    guidance_path: Path
     guided_frame_fraction: float
+    digest: str
 
 
 def build_data(cfg: Config) -> Data:
@@ -157,7 +164,7 @@ def build_data(cfg: Config) -> Data:
     train = ClipDataset(*raw.train[:3], train_masks, augment=augment, seed=cfg.train.seed)
     val = ClipDataset(*raw.val[:3], masks(raw.val, None))
     frac = float(train_masks.any(-1).mean())
-    return Data(train, val, raw.class_names, store, frac)
+    return Data(train, val, raw.class_names, store, path, frac, raw.cache_dir.name)
 
 
 def build_model(cfg: Config, num_classes: int) -> torch.nn.Module:
@@ -202,8 +209,22 @@ class Experiment:
         self.best: dict | None = None
         self.start_epoch = 0
         self.global_step = 0
+        self.partial: dict | None = None  # progress inside an interrupted epoch
+        self.tracker = Tracker(cfg.track, run_dir, cfg.train.runs_dir, self.console)
 
     # -- setup
+    def start_tracking(self) -> None:
+        """Connect every backend first: an unreachable server fails before any work."""
+        cfg = self.cfg
+        tags = {
+            "dataset": cfg.data.name,
+            "model": cfg.model.name,
+            "method": cfg.method,
+            "seed": str(cfg.train.seed),
+            **cfg.track.tags,
+        }
+        self.tracker.start(self.run_dir.name, cfg.experiment, tags)
+
     def setup(self) -> None:
         cfg = self.cfg
         if cfg.train.threads > 0:
@@ -223,11 +244,36 @@ class Experiment:
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
         self.warmup_steps = int(round(cfg.optim.warmup_epochs * self.steps_per_epoch))
         self.num_params = sum(p.numel() for p in self.model.parameters())
+        self.overlay_clips = self.pick_overlay_clips(cfg.track.overlays.num_clips)
+
+    def pick_overlay_clips(self, n: int) -> list[int]:
+        """Fixed validation clips for the overlays: guided ones, one class after another."""
+        val = self.data.val
+        guided = [i for i in range(len(val)) if bool(val.masks[i].any())]
+        by_class: dict[int, list[int]] = {}
+        for i in guided:
+            by_class.setdefault(int(val.labels[i]), []).append(i)
+        order = [
+            c[k]
+            for k in range(max(map(len, by_class.values()), default=0))
+            for c in by_class.values()
+            if k < len(c)
+        ]
+        return order[:n]
+
+    def log_params(self) -> None:
+        params = {
+            k: json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)
+            for k, v in flatten(to_dict(self.cfg)).items()
+        }
+        params.update(provenance(str(self.device), self.data.digest, self.data.guidance_path))
+        params["num_params"] = str(self.num_params)
+        self.tracker.log_params(redact(params))
 
     def announce(self, resumed: bool) -> None:
         c = self.console
         c.rule(f"[bold]rsexp {'resume' if resumed else 'train'}[/] {self.run_dir}")
-        c.print(Syntax(yaml.safe_dump(to_dict(self.cfg), sort_keys=False), "yaml"))
+        c.print(Syntax(yaml.safe_dump(redact(to_dict(self.cfg)), sort_keys=False), "yaml"))
         c.print(
             f"model [bold]{self.cfg.model.name}[/]: {self.num_params:,} parameters on "
             f"{self.device}{' (bf16 autocast)' if self.amp else ''} | data "
@@ -236,9 +282,11 @@ class Experiment:
             f"guidance {self.data.guidance.source}: "
             f"{self.data.guided_frame_fraction:.0%} of training frames guided"
         )
+        ids = ", ".join(f"{k} {v}" for k, v in self.tracker.run_ids.items())
+        c.print(f"tracking: local{', ' + ids if ids else ''}")
 
     # -- checkpoints
-    def state(self, epoch: int) -> dict:
+    def state(self, epoch: int, partial: dict | None = None) -> dict:
         return {
             "config": to_dict(self.cfg),
             "epoch": epoch,
@@ -254,6 +302,7 @@ class Experiment:
             "rng": capture_rng(),
             "history": self.history,
             "best": self.best,
+            "partial": partial,
         }
 
     def load_state(self, state: dict) -> None:
@@ -263,59 +312,88 @@ class Experiment:
         self.start_epoch = state["epoch"]
         self.history = list(state["history"])
         self.best = state["best"]
+        self.partial = state.get("partial")
         restore_rng(state["rng"])
 
     # -- epochs
     def train_epoch(self, epoch: int, progress: Progress) -> dict[str, float]:
         cfg = self.cfg
         self.data.train.set_epoch(epoch)
-        # the order of an epoch is a function of (seed, epoch): identical after a resume
+        # the order of an epoch is a function of (seed, epoch): identical after a resume,
+        # which also lets an interrupted epoch skip the batches it already trained on
         gen = torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.data.train), generator=gen).tolist()
+        meter, done = MeanMeter(), 0
+        if self.partial and self.partial["epoch"] == epoch:
+            done = self.partial["batches_done"]
+            meter.sums, meter.count = dict(self.partial["sums"]), dict(self.partial["count"])
+        self.partial = None
         loader = DataLoader(
             self.data.train,
             batch_size=cfg.data.batch_size,
-            shuffle=True,
-            generator=gen,
+            sampler=order[done * cfg.data.batch_size :],
             num_workers=cfg.data.num_workers,
             pin_memory=self.device.type == "cuda",
         )
-        meter = MeanMeter()
-        task = progress.add_task(f"epoch {epoch}/{cfg.train.epochs} train", total=len(loader))
-        for i, batch in enumerate(loader):
-            lr = lr_at(
-                self.global_step,
-                self.total_steps,
-                self.warmup_steps,
-                cfg.optim.lr,
-                cfg.optim.min_lr_ratio,
-            )
-            try:
-                values = train_step(
-                    self.model,
-                    batch,
-                    self.optimizer,
-                    self.weights,
-                    step=self.global_step,
-                    lr=lr,
-                    grad_clip=cfg.optim.grad_clip,
-                    amp=self.amp,
+        task = progress.add_task(
+            f"epoch {epoch}/{cfg.train.epochs} train", total=self.steps_per_epoch, completed=done
+        )
+        i = done
+        try:
+            for i, batch in enumerate(loader, start=done):
+                lr = lr_at(
+                    self.global_step,
+                    self.total_steps,
+                    self.warmup_steps,
+                    cfg.optim.lr,
+                    cfg.optim.min_lr_ratio,
                 )
-            except NonFiniteLossError as e:
-                raise NonFiniteLossError(
-                    f"non-finite loss at epoch {epoch}, step {i + 1}/{len(loader)} "
-                    f"(global step {self.global_step}): {e}"
-                ) from None
-            self.global_step += 1
-            meter.update(values, n=len(batch["label"]))
-            progress.update(
-                task,
-                advance=1,
-                description=(f"epoch {epoch}/{cfg.train.epochs} train loss {values['loss']:.3f}"),
-            )
+                try:
+                    values = train_step(
+                        self.model,
+                        batch,
+                        self.optimizer,
+                        self.weights,
+                        step=self.global_step,
+                        lr=lr,
+                        grad_clip=cfg.optim.grad_clip,
+                        amp=self.amp,
+                    )
+                except NonFiniteLossError as e:
+                    raise NonFiniteLossError(
+                        f"non-finite loss at epoch {epoch}, step {i + 1}/"
+                        f"{self.steps_per_epoch} (global step {self.global_step}): {e}"
+                    ) from None
+                self.global_step += 1
+                meter.update(values, n=len(batch["label"]))
+                progress.update(
+                    task,
+                    advance=1,
+                    description=(
+                        f"epoch {epoch}/{cfg.train.epochs} train loss {values['loss']:.3f}"
+                    ),
+                )
+        except KeyboardInterrupt:
+            # the batch in flight is dropped; the finished ones are kept, exactly
+            done = self.global_step - (epoch - 1) * self.steps_per_epoch
+            partial = {
+                "epoch": epoch,
+                "batches_done": done,
+                "sums": meter.sums,
+                "count": meter.count,
+            }
+            save_checkpoint(self.ckpt_dir / "last.pt", self.state(epoch - 1, partial))
+            raise Interrupted(f"interrupted in epoch {epoch} after {done} batches") from None
         progress.remove_task(task)
         means = meter.means()
         means["loss/total"] = means.pop("loss")
-        means["lr"] = lr
+        means["lr"] = lr_at(
+            self.global_step - 1,
+            self.total_steps,
+            self.warmup_steps,
+            cfg.optim.lr,
+            cfg.optim.min_lr_ratio,
+        )
         return means
 
     @torch.no_grad()
@@ -352,6 +430,39 @@ class Experiment:
             "val/loss_spatial": tot["spatial_sum"] / max(tot["spatial_frames"], 1),
         }
 
+    @torch.no_grad()
+    def render_overlays(self, epoch: int) -> dict[str, tuple[np.ndarray, str]]:
+        """Overlay strips of the fixed clips, written under ``overlays/`` and returned."""
+        oc = self.cfg.track.overlays
+        if not self.overlay_clips or epoch % oc.every and epoch != self.cfg.train.epochs:
+            return {}
+        val = self.data.val
+        batch = {
+            k: torch.stack([val[i][k] for i in self.overlay_clips])
+            for k in ("video", "label", "mask", "frame_valid")
+        }
+        r = eval_step(self.model, batch, self.weights, amp=self.amp)
+        probs = r["logits"].softmax(-1).cpu()
+        names = self.data.class_names
+        images = {}
+        for j, i in enumerate(self.overlay_clips):
+            true, pred = names[int(val.labels[i])], names[int(probs[j].argmax())]
+            img = render_overlay(
+                val.videos[i].numpy(),
+                r["attn"][j].cpu().numpy(),
+                val.masks[i].numpy(),
+                true,
+                pred,
+                float(probs[j].max()),
+                cell_px=oc.cell_px,
+            )
+            key = f"overlay/{val.video_ids[i]}"
+            path = overlay_path(self.run_dir, key, epoch)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(path)
+            images[key] = (img, f"epoch {epoch}: true {true}, pred {pred}")
+        return images
+
     def run(self, until_epoch: int | None = None) -> RunResult:
         cfg = self.cfg
         last_epoch = min(cfg.train.epochs, until_epoch or cfg.train.epochs)
@@ -370,18 +481,18 @@ class Experiment:
                 record["time/epoch_s"] = seconds
                 record["time/clips_per_s"] = len(self.data.train) / seconds
                 record["guidance/frac_frames"] = self.data.guided_frame_fraction
+                images = self.render_overlays(epoch)
                 self.history.append(record)
                 improved = self.best is None or record["val/top1"] > self.best["val/top1"]
                 if improved:
                     self.best = record
                 # checkpoint first, then the log: the checkpoint carries the history, so a
-                # crash in between loses nothing (resume rewrites the log from it)
+                # crash in between loses nothing (resume fills the gap from it)
                 state = self.state(epoch)
                 save_checkpoint(self.ckpt_dir / "last.pt", state)
                 if improved:
                     save_checkpoint(self.ckpt_dir / "best.pt", state)
-                with open(self.run_dir / METRICS_FILE, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                self.tracker.log_epoch(record, images)
                 self.console.print(
                     f"epoch {epoch:>3}/{cfg.train.epochs}  loss {record['loss/total']:.4f} "
                     f"(ce {record['loss/ce']:.4f}, spatial {record['loss/spatial']:.4f}, "
@@ -390,6 +501,7 @@ class Experiment:
                     f"clip loss {record['val/clip_loss']:.4f}  {seconds:.1f}s"
                 )
         if last_epoch < cfg.train.epochs:
+            self.tracker.finish("KILLED")
             self.console.print(
                 f"[yellow]stopped after epoch {last_epoch}/{cfg.train.epochs}[/]; continue "
                 f"with: rsexp resume {self.run_dir}"
@@ -398,11 +510,22 @@ class Experiment:
                 self.run_dir, {"status": "stopped", "epoch": last_epoch}, self.history
             )
         summary = self.write_summary("finished")
+        figure = loss_dynamics(
+            self.history,
+            self.run_dir / "figures" / "loss_dynamics.png",
+            f"{cfg.model.name} ({cfg.method}) on {cfg.data.name}",
+        )
+        self.tracker.log_artifact(figure, "figures")
+        self.tracker.log_artifact(self.run_dir / SUMMARY_FILE)
+        if cfg.track.mlflow.log_checkpoints or cfg.track.wandb.log_checkpoints:
+            for name in ("last.pt", "best.pt"):
+                self.tracker.log_artifact(self.ckpt_dir / name, "checkpoints")
+        self.tracker.finish("FINISHED")
         self.console.print(
             f"[green]done[/]: val top1 {summary['val/top1']:.2f} (best "
             f"{summary['best/val/top1']:.2f} at epoch {summary['best_epoch']}) | wrote "
             f"{self.run_dir}/{{{CONFIG_FILE}, {METRICS_FILE}, {SUMMARY_FILE}, "
-            f"checkpoints/last.pt, checkpoints/best.pt}}"
+            f"checkpoints/, overlays/, figures/loss_dynamics.png}}"
         )
         return RunResult(self.run_dir, summary, self.history)
 
@@ -416,8 +539,9 @@ class Experiment:
             "model": self.cfg.model.name,
             "method": self.cfg.method,
             "seed": self.cfg.train.seed,
-            "num_params": self.num_params,
+            "num_params": getattr(self, "num_params", None),
             "epochs": len(self.history),
+            "trackers": self.tracker.run_ids,
             **{k: v for k, v in last.items() if k != "epoch"},
         }
         if self.best is not None:
@@ -429,12 +553,38 @@ class Experiment:
         return summary
 
 
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _execute(exp: Experiment, until_epoch: int | None) -> RunResult:
+    """Run with failures recorded: FAILED for a non-finite loss, KILLED for Ctrl-C/SIGTERM."""
+    previous = signal.getsignal(signal.SIGTERM)
+    in_main = threading_is_main()
+    if in_main:  # pre-emption (SIGTERM) takes the Ctrl-C path: checkpoint, KILLED, resume
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         return exp.run(until_epoch)
     except NonFiniteLossError as e:
         exp.write_summary("failed", str(e))
+        exp.tracker.finish("FAILED")
         raise
+    except KeyboardInterrupt as e:
+        exp.tracker.finish("KILLED")
+        exp.console.print(
+            f"[yellow]{e or 'interrupted'}[/]; checkpointed. Continue with: "
+            f"rsexp resume {exp.run_dir}"
+        )
+        raise Interrupted(str(e)) from None
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def train(
@@ -445,17 +595,18 @@ def train(
     console: Console | None = None,
 ) -> RunResult:
     """Train ``cfg`` in a new run folder (``runs/<experiment>/<run_id>/`` by default)."""
-    run_dir = (
-        Path(run_dir) if run_dir else Path(cfg.train.runs_dir) / cfg.experiment / new_run_id(cfg)
-    )
+    if run_dir is None:
+        run_dir = Path(cfg.train.runs_dir) / cfg.experiment / new_run_id(cfg)
+    run_dir = Path(run_dir)
     if (run_dir / "checkpoints" / "last.pt").exists():
         raise FileExistsError(f"{run_dir} already holds a run; use rsexp resume {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    dump_yaml(cfg, run_dir / CONFIG_FILE)
+    save_config(cfg, run_dir / CONFIG_FILE)
     exp = Experiment(cfg, run_dir, console)
+    exp.start_tracking()
     exp.setup()
     exp.announce(resumed=False)
-    (run_dir / METRICS_FILE).write_text("")
+    exp.log_params()
     return _execute(exp, until_epoch)
 
 
@@ -467,13 +618,17 @@ def resume(
     runs_dir: str | Path = "runs",
     console: Console | None = None,
 ) -> RunResult:
-    """Continue a run from its last checkpoint (``epochs`` extends the schedule)."""
+    """Continue a run from its last checkpoint, in the same tracked runs.
+
+    ``epochs`` extends the schedule. Each backend is first given the epochs it lacks.
+    """
     run_dir = find_run_dir(run, runs_dir)
     cfg = from_dict(load_yaml(run_dir / CONFIG_FILE))
     if epochs is not None:
         cfg = replace(cfg, train=replace(cfg.train, epochs=epochs))
-        dump_yaml(cfg, run_dir / CONFIG_FILE)
+        save_config(cfg, run_dir / CONFIG_FILE)
     exp = Experiment(cfg, run_dir, console)
+    exp.start_tracking()
     exp.setup()
     ckpt = run_dir / "checkpoints" / "last.pt"
     if ckpt.is_file():
@@ -481,6 +636,15 @@ def resume(
         if epochs is not None:  # a longer schedule: recompute its step counts
             exp.total_steps = exp.steps_per_epoch * cfg.train.epochs
     exp.announce(resumed=True)
-    exp.console.print(f"resuming after epoch {exp.start_epoch} (step {exp.global_step})")
-    write_metrics(run_dir / METRICS_FILE, exp.history)
+    exp.log_params()
+    filled = exp.tracker.sync(exp.history)
+    where = (
+        f" in epoch {exp.partial['epoch']} at batch {exp.partial['batches_done']}"
+        if exp.partial
+        else ""
+    )
+    exp.console.print(
+        f"resuming after epoch {exp.start_epoch}{where} (step {exp.global_step})"
+        + "".join(f"; {k} given epochs {v}" for k, v in filled.items() if v)
+    )
     return _execute(exp, until_epoch)

@@ -59,5 +59,11 @@ def synthetic(data_cfg, grid: int) -> RawSplits:
         for s in (train, val)
     ]
     exact = (train.video_ids + val.video_ids, np.concatenate([train.cells, val.cells]))
-    return RawSplits(splits[0], splits[1], list(CLASS_NAMES[: data_cfg.synthetic.num_classes]),
-                     cache / "guidance.json", cache, exact)
+    return RawSplits(
+        splits[0],
+        splits[1],
+        list(CLASS_NAMES[: data_cfg.synthetic.num_classes]),
+        cache / "guidance.json",
+        cache,
+        exact,
+    )

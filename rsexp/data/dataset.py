@@ -24,8 +24,15 @@ class ClipDataset(Dataset):
         seed: seeds the per-item augmentation generator with (seed, epoch, index).
     """
 
-    def __init__(self, video_ids, videos, labels, masks, augment: SpatialAugment | None = None,
-                 seed: int = 0):
+    def __init__(
+        self,
+        video_ids,
+        videos,
+        labels,
+        masks,
+        augment: SpatialAugment | None = None,
+        seed: int = 0,
+    ):
         if not (len(video_ids) == len(videos) == len(labels) == len(masks)):
             raise ValueError("video_ids, videos, labels and masks differ in length")
         self.video_ids = list(video_ids)

@@ -88,8 +88,10 @@ def generate_split(
     videos = np.broadcast_to(background, (n, num_frames, size, size, 3)).copy()
 
     # distractors first, the actor last (on top) so its guidance box is what is visible
-    objects = [(rng.choice(["square", "ring"], size=n), rng.integers(0, num_classes, size=n))
-               for _ in range(num_distractors)]
+    objects = [
+        (rng.choice(["square", "ring"], size=n), rng.integers(0, num_classes, size=n))
+        for _ in range(num_distractors)
+    ]
     objects.append((np.full(n, "cross"), labels))
     actor_pos = None
     for k, (shapes, directions) in enumerate(objects):
@@ -153,22 +155,38 @@ def load_or_generate(cfg, num_frames: int, size: int, grid: int, root: str | Pat
     cache = Path(root) / "synthetic" / digest
     files = cache / "clips.npz"
     if not files.is_file():
-        common = dict(num_frames=num_frames, size=size, grid=grid,
-                      num_classes=cfg.num_classes, num_distractors=cfg.num_distractors,
-                      object_size=cfg.object_size, noise=cfg.noise)
+        common = dict(
+            num_frames=num_frames,
+            size=size,
+            grid=grid,
+            num_classes=cfg.num_classes,
+            num_distractors=cfg.num_distractors,
+            object_size=cfg.object_size,
+            noise=cfg.noise,
+        )
         train = generate_split(cfg.num_train, seed=cfg.seed * 2, prefix="train", **common)
         val = generate_split(cfg.num_val, seed=cfg.seed * 2 + 1, prefix="val", **common)
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / "clips.tmp.npz"
-        np.savez(tmp, **{f"{s}_{k}": getattr(split, k) for s, split in
-                         (("train", train), ("val", val)) for k in ("videos", "labels", "cells")})
+        np.savez(
+            tmp,
+            **{
+                f"{s}_{k}": getattr(split, k)
+                for s, split in (("train", train), ("val", val))
+                for k in ("videos", "labels", "cells")
+            },
+        )
         tmp.replace(files)
         (cache / "meta.json").write_text(json.dumps(params, indent=1))
         return train, val, cache
     with np.load(files) as z:
         splits = [
-            SyntheticSplit([f"{s}_{i:05d}" for i in range(len(z[f"{s}_labels"]))],
-                           z[f"{s}_videos"], z[f"{s}_labels"], z[f"{s}_cells"])
+            SyntheticSplit(
+                [f"{s}_{i:05d}" for i in range(len(z[f"{s}_labels"]))],
+                z[f"{s}_videos"],
+                z[f"{s}_labels"],
+                z[f"{s}_cells"],
+            )
             for s in ("train", "val")
         ]
     return splits[0], splits[1], cache

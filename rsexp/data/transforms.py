@@ -26,7 +26,7 @@ def remap_mask(mask: torch.Tensor, box: tuple[int, int, int, int], size: int, gr
     pix = mask.view(T, 1, grid, grid).float()
     pix = F.interpolate(pix, size=(size, size), mode="nearest")
     y0, x0, h, w = box
-    pix = pix[:, :, y0: y0 + h, x0: x0 + w]
+    pix = pix[:, :, y0 : y0 + h, x0 : x0 + w]
     frac = F.adaptive_avg_pool2d(pix, (grid, grid)).view(T, grid * grid)
     return frac >= 0.5
 
@@ -48,7 +48,7 @@ class SpatialAugment:
         side = max(self.grid, int(round(s * scale**0.5)))
         y0 = int(torch.randint(0, s - side + 1, (), generator=gen))
         x0 = int(torch.randint(0, s - side + 1, (), generator=gen))
-        video = video[:, :, y0: y0 + side, x0: x0 + side]
+        video = video[:, :, y0 : y0 + side, x0 : x0 + side]
         video = F.interpolate(video, size=(s, s), mode="bilinear", align_corners=False)
         mask = remap_mask(mask, (y0, x0, side, side), s, self.grid)
         if self.hflip and torch.rand((), generator=gen).item() < 0.5:

@@ -1,0 +1,142 @@
+"""Tracking: the local run folder (always, the source of truth) mirrored to MLflow / W&B.
+
+Backends are imported lazily: choosing ``mlflow`` never imports wandb, and vice versa.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from rsexp.track.base import RunInfo, TrackingError, Writer
+from rsexp.track.local import LocalWriter, overlay_path
+
+__all__ = ["RunInfo", "Tracker", "TrackingError", "Writer", "build_writer"]
+
+TRACKERS_FILE = "trackers.json"
+
+
+def build_writer(name: str, track_cfg, runs_dir: str | Path, console=None) -> Writer:
+    """A backend by name; an unknown name raises with the valid ones."""
+    if name == "local":
+        return LocalWriter()
+    if name == "mlflow":
+        from rsexp.track.mlflow_writer import MlflowWriter
+
+        m = track_cfg.mlflow
+        return MlflowWriter(m.tracking_uri, m.experiment, runs_dir)
+    if name == "wandb":
+        from rsexp.track.wandb_writer import WandbWriter
+
+        w = track_cfg.wandb
+        return WandbWriter(w.mode, w.project, w.entity, w.group, console)
+    raise TrackingError(f"unknown tracking backend {name!r}; valid: local, mlflow, wandb")
+
+
+class Tracker:
+    """Fans every call out to the local writer and the configured backends.
+
+    The run folder's ``trackers.json`` keeps each backend's run id (so a resume reattaches
+    the same tracked run) and, for backends that cannot be asked (offline W&B), the
+    epochs they already hold.
+    """
+
+    def __init__(self, track_cfg, run_dir: Path, runs_dir: str | Path, console=None):
+        self.run_dir = Path(run_dir)
+        self.local = LocalWriter()
+        names = [b for b in dict.fromkeys(track_cfg.backends) if b != "local"]
+        self.writers: list[Writer] = [self.local] + [
+            build_writer(n, track_cfg, runs_dir, console) for n in names
+        ]
+        self.ledger_path = self.run_dir / TRACKERS_FILE
+
+    # -- ledger
+    def _read_ledger(self) -> dict:
+        if self.ledger_path.is_file():
+            return json.loads(self.ledger_path.read_text())
+        return {}
+
+    def _write_ledger(self) -> None:
+        ledger = {}
+        for w in self.writers[1:]:
+            entry = {"run_id": self.refs.get(w.name)}
+            if hasattr(w, "epochs"):
+                entry["epochs"] = sorted(w.epochs)
+            ledger[w.name] = entry
+        tmp = self.ledger_path.with_name(f".{TRACKERS_FILE}.tmp")
+        tmp.write_text(json.dumps(ledger, indent=1))
+        os.replace(tmp, self.ledger_path)
+
+    # -- lifecycle
+    def start(self, name: str, experiment: str, tags: dict[str, str]) -> None:
+        """Start (or reattach, from ``trackers.json``) every backend's run."""
+        ledger = self._read_ledger()
+        self.refs: dict[str, str | None] = {}
+        for w in self.writers:
+            prev = ledger.get(w.name, {})
+            ref = w.start(RunInfo(self.run_dir, name, experiment, tags, prev.get("run_id")))
+            if hasattr(w, "epochs"):
+                w.epochs = set(prev.get("epochs", []))
+            self.refs[w.name] = ref
+        self._write_ledger()
+
+    @property
+    def run_ids(self) -> dict[str, str]:
+        return {k: v for k, v in self.refs.items() if v}
+
+    def log_params(self, params: dict[str, str]) -> None:
+        for w in self.writers:
+            w.log_params(params)
+
+    def log_epoch(self, record: dict, images: dict[str, tuple[np.ndarray, str]]) -> None:
+        """One finished epoch: images first, then the metrics (which mark it logged)."""
+        step = int(record["epoch"])
+        metrics = {k: v for k, v in record.items() if k != "epoch"}
+        for w in self.writers:
+            for key, (img, caption) in images.items():
+                w.log_image(key, img, step, caption)
+            w.log_metrics(metrics, step)
+        self._write_ledger()
+
+    def sync(self, history: list[dict]) -> dict[str, list[int]]:
+        """Resume: make every backend hold each epoch of ``history`` exactly once.
+
+        The local log is rewritten from the checkpoint's history; each backend gets the
+        epochs it lacks (with their overlay images, read back from ``overlays/``).
+
+        Returns:
+            ``{backend: [epochs filled in]}``.
+        """
+        self.local.rewrite(history)
+        filled: dict[str, list[int]] = {}
+        keys = self._overlay_keys()
+        for w in self.writers[1:]:
+            have = w.logged_epochs()
+            have_images = w.logged_image_steps() if hasattr(w, "logged_image_steps") else set()
+            missing = [h for h in history if int(h["epoch"]) not in have]
+            for rec in missing:
+                step = int(rec["epoch"])
+                for key in keys:
+                    path = overlay_path(self.run_dir, key, step)
+                    if path.is_file() and (key, step) not in have_images:
+                        w.log_image(key, np.asarray(Image.open(path).convert("RGB")), step)
+                w.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step)
+            filled[w.name] = [int(h["epoch"]) for h in missing]
+        self._write_ledger()
+        return filled
+
+    def _overlay_keys(self) -> list[str]:
+        root = self.run_dir / "overlays"
+        return sorted(f"overlay/{p.name}" for p in root.iterdir()) if root.is_dir() else []
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        for w in self.writers:
+            w.log_artifact(path, artifact_path)
+
+    def finish(self, status: str) -> None:
+        for w in self.writers:
+            w.finish(status)

@@ -1,0 +1,64 @@
+"""The writer interface every tracking backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class TrackingError(RuntimeError):
+    """A tracking backend cannot be reached or refused a write; says which and why."""
+
+
+@dataclass
+class RunInfo:
+    """What a writer needs to start or reattach a run.
+
+    ``ref`` is what the writer returned from :meth:`Writer.start` last time (its own run
+    id), kept in the run folder's ``trackers.json``; ``None`` for a new run.
+    """
+
+    run_dir: Path
+    name: str
+    experiment: str
+    tags: dict[str, str] = field(default_factory=dict)
+    ref: str | None = None
+
+
+class Writer(ABC):
+    """One tracking backend. Contract:
+
+    - :meth:`start` creates a run, or reattaches the run ``info.ref`` names (marking it
+      running again), and returns the reference to store for a later reattach.
+    - :meth:`logged_epochs` tells which epochs (steps) this backend already holds, so a
+      resume logs each missing epoch once and no epoch twice.
+    - Metrics and images are logged with ``step = epoch``; :meth:`finish` sets the final
+      status (``FINISHED``, ``FAILED`` or ``KILLED``).
+    - Failures raise :class:`TrackingError`; a writer never swallows them.
+    """
+
+    name: str = ""
+
+    @abstractmethod
+    def start(self, info: RunInfo) -> str | None: ...
+
+    @abstractmethod
+    def logged_epochs(self) -> set[int]: ...
+
+    @abstractmethod
+    def log_params(self, params: dict[str, str]) -> None: ...
+
+    @abstractmethod
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+    @abstractmethod
+    def log_image(self, key: str, image: np.ndarray, step: int, caption: str = "") -> None: ...
+
+    @abstractmethod
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
+
+    @abstractmethod
+    def finish(self, status: str) -> None: ...

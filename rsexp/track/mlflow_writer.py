@@ -1,0 +1,121 @@
+"""MLflow backend: the client API with explicit run ids (never the global active run),
+so parallel trials in one process or many cannot write into each other's runs."""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from rsexp.track.base import RunInfo, TrackingError, Writer
+
+# MLflow 3 rejects the ./mlruns file store; the embedded default is a SQLite file.
+EMBEDDED_DB = "mlflow.db"
+EMBEDDED_ARTIFACTS = "mlflow-artifacts"
+STEP_KEY = "epoch"  # logged with every epoch's batch: its history says which epochs exist
+
+
+def embedded_uri(runs_dir: str | Path) -> str:
+    return f"sqlite:///{Path(runs_dir).resolve() / EMBEDDED_DB}"
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before training, when an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            r.read()
+    except (urllib.error.URLError, OSError) as e:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is not reachable ({getattr(e, 'reason', e)}); "
+            f"start it or set track.mlflow.tracking_uri, or drop mlflow from track.backends"
+        ) from e
+
+
+class MlflowWriter(Writer):
+    name = "mlflow"
+
+    def __init__(self, tracking_uri: str, experiment: str, runs_dir: str | Path):
+        self.uri = tracking_uri or embedded_uri(runs_dir)
+        self.experiment = experiment
+        self.artifact_root = None
+        if not tracking_uri:  # embedded store: artifacts beside it under runs/
+            Path(runs_dir).mkdir(parents=True, exist_ok=True)
+            self.artifact_root = (Path(runs_dir).resolve() / EMBEDDED_ARTIFACTS).as_uri()
+
+    def start(self, info: RunInfo) -> str:
+        check_reachable(self.uri)
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # table-creation chatter
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        self.client = MlflowClient(tracking_uri=self.uri)
+        name = self.experiment or info.experiment
+        try:
+            exp = self.client.get_experiment_by_name(name)
+            exp_id = (
+                exp.experiment_id
+                if exp
+                else self.client.create_experiment(name, artifact_location=self.artifact_root)
+            )
+            if info.ref:
+                self.run_id = info.ref
+                self.client.get_run(self.run_id)  # raises if it is gone
+                self.client.update_run(self.run_id, status="RUNNING")
+            else:
+                run = self.client.create_run(exp_id, run_name=info.name, tags=info.tags)
+                self.run_id = run.info.run_id
+        except MlflowException as e:
+            raise TrackingError(f"MLflow at {self.uri}: {e.message}") from e
+        return self.run_id
+
+    def logged_epochs(self) -> set[int]:
+        return {int(m.step) for m in self.client.get_metric_history(self.run_id, STEP_KEY)}
+
+    def logged_image_steps(self) -> set[tuple[str, int]]:
+        """(key, step) of the step-indexed images already in the run.
+
+        MLflow 3 stores them as ``images/<key with / as ~>+step+<n>+timestamp+...png``.
+        """
+        out = set()
+        for f in self.client.list_artifacts(self.run_id, "images"):
+            parts = Path(f.path).name.split("+")
+            if f.path.endswith(".png") and len(parts) > 3 and parts[1] == "step":
+                out.add((parts[0].replace("~", "/"), int(parts[2])))
+        return out
+
+    def log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(self.run_id).data.params
+        new = [Param(k, v) for k, v in params.items() if k not in existing]
+        for i in range(0, len(new), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=new[i : i + 100])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if k != STEP_KEY]
+        batch.append(Metric(STEP_KEY, float(step), ts, step))  # last: marks the epoch done
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_image(self, key: str, image: np.ndarray, step: int, caption: str = "") -> None:
+        self.client.log_image(self.run_id, image, key=key, step=step)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def finish(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status)

@@ -1,0 +1,93 @@
+"""Run parameters: the flattened config plus provenance, with secrets redacted."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+REDACTED = "***"
+_SECRET_NAME = re.compile(r"(api[_-]?key|token|secret|passw(or)?d|credential|auth)", re.I)
+_URI_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@]+):(?P<pw>[^@/]+)@")
+
+
+def secret_values() -> set[str]:
+    """Values of environment variables whose names look like keys, tokens or passwords."""
+    return {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 6}
+
+
+def redact(params: dict, secrets: set[str] | None = None) -> dict:
+    """Copy of ``params`` with secret-looking keys, known secret values and URI passwords
+    masked. Works on flat or nested dicts."""
+    secrets = secret_values() if secrets is None else secrets
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, dict):
+            out[k] = redact(v, secrets)
+        elif _SECRET_NAME.search(str(k).rsplit(".", 1)[-1]) and v not in ("", None):
+            out[k] = REDACTED
+        elif isinstance(v, str):
+            for s in secrets:
+                v = v.replace(s, REDACTED)
+            out[k] = _URI_PASSWORD.sub(rf"\g<scheme>\g<user>:{REDACTED}@", v)
+        else:
+            out[k] = v
+    return out
+
+
+def git_state(path: str | Path = ".") -> tuple[str, bool]:
+    """(commit, dirty) of the repository at ``path``; ("unknown", False) outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+    return commit, bool(status.strip())
+
+
+def version(pkg: str) -> str:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def provenance(device: str, data_digest: str, guidance_path: str | Path) -> dict[str, str]:
+    commit, dirty = git_state(Path(__file__).resolve().parent)
+    prov = {
+        "git.commit": commit,
+        "git.dirty": str(dirty).lower(),
+        "python": platform.python_version(),
+        "device": device,
+        "dataset.digest": data_digest,
+        "guidance.digest": file_digest(guidance_path),
+    }
+    for pkg in ("torch", "timm", "optuna", "mlflow", "wandb"):
+        prov[f"version.{pkg}"] = version(pkg)
+    return prov

@@ -1,0 +1,91 @@
+"""Weights & Biases backend: online when logged in, offline otherwise (``wandb sync``).
+
+wandb has no supported reader for offline runs, so which epochs a run already holds is
+kept in the run folder's ``trackers.json`` (``wandb_epochs``) by :class:`Tracker`.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import secrets
+from pathlib import Path
+
+import numpy as np
+
+from rsexp.track.base import RunInfo, TrackingError, Writer
+
+
+def logged_in() -> bool:
+    """True when an API key is at hand (env or ``wandb login``'s netrc entry); no network."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        rc = netrc.netrc(os.environ.get("NETRC"))
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+    return any("wandb" in host for host in rc.hosts)
+
+
+class WandbWriter(Writer):
+    name = "wandb"
+
+    def __init__(self, mode: str, project: str, entity: str, group: str, console=None):
+        self.mode, self.project, self.entity, self.group = mode, project, entity, group
+        self.console = console
+        self.epochs: set[int] = set()
+
+    def start(self, info: RunInfo) -> str:
+        import wandb
+
+        mode = self.mode
+        if mode == "auto":
+            mode = "online" if logged_in() else "offline"
+        run_id = info.ref or secrets.token_hex(4)
+        try:
+            self.run = wandb.init(
+                project=self.project,
+                entity=self.entity or None,
+                group=self.group or None,
+                name=info.name,
+                id=run_id,
+                resume="allow",
+                mode=mode,
+                dir=str(info.run_dir),
+                tags=[f"{k}:{v}"[:64] for k, v in info.tags.items()],
+                reinit="create_new",
+                settings=wandb.Settings(silent=True, console="off"),
+            )
+        except (wandb.Error, OSError) as e:
+            raise TrackingError(f"W&B ({mode}): {e}") from e
+        # every key is plotted against the epoch, not wandb's internal step
+        self.run.define_metric("epoch")
+        self.run.define_metric("*", step_metric="epoch")
+        self.offline_dir = Path(self.run.dir).parent if mode == "offline" else None
+        if self.offline_dir and self.console is not None:
+            self.console.print(
+                f"W&B: not logged in, logging offline to {self.offline_dir}; upload later "
+                f"with: wandb sync {self.offline_dir}"
+            )
+        return run_id
+
+    def logged_epochs(self) -> set[int]:
+        return set(self.epochs)
+
+    def log_params(self, params: dict[str, str]) -> None:
+        self.run.config.update(params, allow_val_change=True)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.run.log({**metrics, "epoch": step})
+        self.epochs.add(step)
+
+    def log_image(self, key: str, image: np.ndarray, step: int, caption: str = "") -> None:
+        import wandb
+
+        self.run.log({key: wandb.Image(image, caption=caption or None), "epoch": step})
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.run.save(str(path), base_path=str(Path(path).parent), policy="now")
+
+    def finish(self, status: str) -> None:
+        self.run.finish(exit_code=0 if status == "FINISHED" else 1)
