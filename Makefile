@@ -9,7 +9,7 @@ ARGS ?=
 # pip on these machines lists every local package index it skips; keep real errors only
 PIP_QUIET := 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
 
-.PHONY: setup train resume test lint format bench-rs clean
+.PHONY: setup train resume test lint format bench-rs bench-track clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,9 @@ format: setup
 
 bench-rs: setup
 	$(BIN)/python benchmarks/rs_gain.py $(ARGS)
+
+bench-track: setup
+	$(BIN)/python benchmarks/tracking_overhead.py $(ARGS)
 
 clean:
 	rm -rf runs/bench .pytest_cache

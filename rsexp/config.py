@@ -205,7 +205,7 @@ class WandbConfig:
 class OverlayConfig:
     num_clips: int = 4  # fixed validation clips rendered every `every` epochs; 0 = off
     every: int = 1
-    cell_px: int = 24  # rendered size of one guidance cell
+    cell_px: int = 16  # rendered side of one guidance cell, in pixels
 
     def __post_init__(self):
         _check(self.num_clips >= 0, "track.overlays.num_clips", "must be >= 0")

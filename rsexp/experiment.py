@@ -333,6 +333,9 @@ class Experiment:
             batch_size=cfg.data.batch_size,
             sampler=order[done * cfg.data.batch_size :],
             num_workers=cfg.data.num_workers,
+            # its own generator: a DataLoader otherwise draws its worker seed from the
+            # global RNG, which would shift dropout after a mid-epoch resume
+            generator=torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch),
             pin_memory=self.device.type == "cuda",
         )
         task = progress.add_task(
@@ -404,6 +407,7 @@ class Experiment:
             batch_size=cfg.data.batch_size,
             shuffle=False,
             num_workers=cfg.data.num_workers,
+            generator=torch.Generator().manual_seed(0),
         )
         task = progress.add_task("val", total=len(loader)) if progress else None
         tot = {
@@ -459,7 +463,7 @@ class Experiment:
             key = f"overlay/{val.video_ids[i]}"
             path = overlay_path(self.run_dir, key, epoch)
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(path)
+            Image.fromarray(img).save(path, compress_level=1)  # fast; the trackers re-encode
             images[key] = (img, f"epoch {epoch}: true {true}, pred {pred}")
         return images
 

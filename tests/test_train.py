@@ -7,7 +7,8 @@ from rsexp.cli import main
 from rsexp.config import load_config
 from rsexp.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from rsexp.core.step import NonFiniteLossError
-from rsexp.experiment import read_metrics, resume, train
+from rsexp.experiment import resume, train
+from rsexp.track.local import read_metrics
 
 CONFIG = "sweeps/synthetic.yaml"
 TIME_KEYS = ("time/epoch_s", "time/clips_per_s")

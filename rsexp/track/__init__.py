@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,12 @@ class Tracker:
     The run folder's ``trackers.json`` keeps each backend's run id (so a resume reattaches
     the same tracked run) and, for backends that cannot be asked (offline W&B), the
     epochs they already hold.
+
+    :meth:`log_epoch` hands the epoch to one background thread (image encoding and
+    uploads overlap the next epoch's training; order is kept). A failure there is raised
+    at the next call; :meth:`flush` waits for everything queued, and every other method
+    flushes first. Epochs still queued when the process is killed are given to the
+    backends by the resume (:meth:`sync`).
     """
 
     def __init__(self, track_cfg, run_dir: Path, runs_dir: str | Path, console=None):
@@ -53,6 +60,14 @@ class Tracker:
             build_writer(n, track_cfg, runs_dir, console) for n in names
         ]
         self.ledger_path = self.run_dir / TRACKERS_FILE
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rsexp-track")
+        self._pending: list[Future] = []
+
+    def flush(self) -> None:
+        """Wait for the queued epochs; re-raise the first failure."""
+        pending, self._pending = self._pending, []
+        for fut in pending:
+            fut.result()
 
     # -- ledger
     def _read_ledger(self) -> dict:
@@ -89,11 +104,19 @@ class Tracker:
         return {k: v for k, v in self.refs.items() if v}
 
     def log_params(self, params: dict[str, str]) -> None:
+        self.flush()
         for w in self.writers:
             w.log_params(params)
 
     def log_epoch(self, record: dict, images: dict[str, tuple[np.ndarray, str]]) -> None:
-        """One finished epoch: images first, then the metrics (which mark it logged)."""
+        """Queue one finished epoch (see the class docstring)."""
+        for fut in [f for f in self._pending if f.done()]:
+            self._pending.remove(fut)
+            fut.result()  # surface a failed earlier epoch now
+        self._pending.append(self._pool.submit(self._log_epoch_now, dict(record), images))
+
+    def _log_epoch_now(self, record: dict, images: dict[str, tuple[np.ndarray, str]]) -> None:
+        """Images first, then the metrics (whose ``epoch`` entry marks the epoch logged)."""
         step = int(record["epoch"])
         metrics = {k: v for k, v in record.items() if k != "epoch"}
         for w in self.writers:
@@ -111,6 +134,7 @@ class Tracker:
         Returns:
             ``{backend: [epochs filled in]}``.
         """
+        self.flush()
         self.local.rewrite(history)
         filled: dict[str, list[int]] = {}
         keys = self._overlay_keys()
@@ -134,9 +158,15 @@ class Tracker:
         return sorted(f"overlay/{p.name}" for p in root.iterdir()) if root.is_dir() else []
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.flush()
         for w in self.writers:
             w.log_artifact(path, artifact_path)
 
     def finish(self, status: str) -> None:
-        for w in self.writers:
-            w.finish(status)
+        """Flush, then set every backend's final status (also when a queued epoch failed)."""
+        try:
+            self.flush()
+        finally:
+            for w in self.writers:
+                w.finish(status)
+            self._pool.shutdown(wait=True)

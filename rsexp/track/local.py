@@ -60,7 +60,7 @@ class LocalWriter(Writer):
         path = overlay_path(self.run_dir, key, step)
         if not path.is_file():  # the experiment may already have written it
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(path)
+            Image.fromarray(image).save(path, compress_level=1)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         dest = self.run_dir / (artifact_path or "") / Path(path).name

@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from rsexp.track.base import RunInfo, TrackingError, Writer
 
@@ -112,7 +113,11 @@ class MlflowWriter(Writer):
         self.client.log_batch(self.run_id, metrics=batch)
 
     def log_image(self, key: str, image: np.ndarray, step: int, caption: str = "") -> None:
-        self.client.log_image(self.run_id, image, key=key, step=step)
+        img = Image.fromarray(image)
+        # MLflow saves the PNG with Pillow's default zlib level (6), the bulk of the
+        # per-epoch tracking cost; Pillow >= 12 takes save options from the image itself.
+        img.encoderinfo = {"compress_level": 1}
+        self.client.log_image(self.run_id, img, key=key, step=step)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)

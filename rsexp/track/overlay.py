@@ -17,7 +17,7 @@ def render_overlay(
     true_label: str,
     pred_label: str,
     confidence: float,
-    cell_px: int = 24,
+    cell_px: int = 16,
     alpha: float = 0.55,
 ) -> np.ndarray:
     """One strip image for one clip.
