@@ -9,7 +9,14 @@ ARGS ?=
 # pip on these machines lists every local package index it skips; keep real errors only
 PIP_QUIET := 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
 
-.PHONY: setup train resume test lint format bench-rs bench-track clean
+TRIALS ?=
+WORKERS ?= 2
+STORAGE ?=
+TRACKER ?=
+SWEEP_FLAGS = --workers $(WORKERS) $(if $(TRIALS),--trials $(TRIALS)) \
+	$(if $(STORAGE),--storage $(STORAGE)) $(if $(TRACKER),track.backends=[$(TRACKER)])
+
+.PHONY: setup train resume sweep test lint format bench-rs bench-track clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +28,9 @@ $(VENV)/.installed: pyproject.toml
 
 train: setup
 	$(BIN)/rsexp train --config $(CONFIG) $(ARGS)
+
+sweep: setup
+	$(BIN)/rsexp sweep --config $(CONFIG) $(SWEEP_FLAGS) $(ARGS)
 
 resume: setup
 	@test -n "$(RUN)" || { echo "usage: make resume RUN=<run folder or run id>"; exit 2; }

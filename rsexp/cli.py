@@ -1,4 +1,4 @@
-"""``rsexp`` command line: train, resume, models, config."""
+"""``rsexp`` command line: train, resume, sweep, models, config."""
 
 from __future__ import annotations
 
@@ -33,6 +33,20 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--until-epoch", type=int, default=None)
     r.add_argument("--epochs", type=int, default=None, help="extend the run to this many epochs")
 
+    sw = sub.add_parser("sweep", help="Optuna sweep, then confirmation runs and tables")
+    sw.add_argument("--config", "-c", default=None, help="sweeps/<dataset>.yaml")
+    sw.add_argument("--trials", type=int, default=None, help="total trial budget")
+    sw.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    sw.add_argument("--storage", default=None, help="Optuna RDB URL (default SQLite in runs/)")
+    sw.add_argument("--study", default=None, help="study name (default <dataset>-<model>)")
+    sw.add_argument("overrides", nargs="*")
+
+    wk = sub.add_parser("sweep-worker", help=argparse.SUPPRESS)
+    wk.add_argument("--config", "-c", default=None)
+    wk.add_argument("--study", required=True)
+    wk.add_argument("--storage", required=True)
+    wk.add_argument("overrides", nargs="*")
+
     sub.add_parser("models", help="list the registered models and datasets")
 
     c = sub.add_parser("config", help="print the resolved config")
@@ -61,6 +75,22 @@ def main(argv: list[str] | None = None) -> int:
                 runs_dir=args.runs_dir,
                 console=console,
             )
+        elif args.command == "sweep":
+            from rsexp.sweep.runner import sweep
+
+            sweep(
+                args.config,
+                args.overrides,
+                trials=args.trials,
+                workers=args.workers,
+                storage=args.storage,
+                study_name=args.study,
+                console=console,
+            )
+        elif args.command == "sweep-worker":
+            from rsexp.sweep.runner import run_worker
+
+            run_worker(args.config, args.overrides, args.study, args.storage, console)
         elif args.command == "models":
             import rsexp.core.models  # noqa: F401
             from rsexp.core.registry import list_models

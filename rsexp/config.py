@@ -231,6 +231,76 @@ class TrackConfig:
 
 
 @dataclass(frozen=True)
+class Dimension:
+    """One search dimension: uniform on [low, high], log-uniform with ``log``; with
+    ``allow_zero`` the sampler may also switch the term off (exactly 0)."""
+
+    low: float = 0.0
+    high: float = 1.0
+    log: bool = False
+    allow_zero: bool = False
+
+    def __post_init__(self):
+        _check(self.low <= self.high, "sweep.space", f"low {self.low} > high {self.high}")
+        _check(not self.log or self.low > 0, "sweep.space", "log dimensions need low > 0")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Paper knobs. Segments are parametrised so that every sample is valid: the
+    immediate segment takes ``immediate`` of the clip at one end, and the centred
+    contextual segment ``context_share`` of what is left between the two ends:
+    contextual = context_share * (1 - 2 * immediate), so the two never overlap."""
+
+    lambda_s: Dimension = field(default_factory=lambda: Dimension(0.1, 3.0, True, True))
+    lambda_t: Dimension = field(default_factory=lambda: Dimension(0.05, 2.0, True, True))
+    tau: Dimension = field(default_factory=lambda: Dimension(0.5, 4.0, True))
+    immediate: Dimension = field(default_factory=lambda: Dimension(0.1, 0.3))
+    context_share: Dimension = field(default_factory=lambda: Dimension(0.6, 1.0))
+    coverage: Dimension = field(default_factory=lambda: Dimension(1.0, 1.0))
+
+    def __post_init__(self):
+        _check(
+            0 < self.immediate.low and self.immediate.high < 0.5,
+            "sweep.space.immediate",
+            "must lie in (0, 0.5)",
+        )
+        _check(
+            0 < self.context_share.low and self.context_share.high <= 1,
+            "sweep.space.context_share",
+            "must lie in (0, 1]",
+        )
+        _check(
+            0 <= self.coverage.low and self.coverage.high <= 1,
+            "sweep.space.coverage",
+            "must lie in [0, 1]",
+        )
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    objective: str = "val/top1"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    trials: int = 6  # total budget, across restarts and workers
+    epochs: int = 0  # epochs per trial; 0 = train.epochs
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    seed: int = 0
+    confirm_seeds: tuple[int, ...] = (0, 1, 2)
+    ablation_seeds: tuple[int, ...] = (0,)
+    # Optuna heartbeats (RDB storage): a trial silent for grace_period s is failed and
+    # re-run, continuing its tracked run from the last checkpoint.
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+    space: SearchSpace = field(default_factory=SearchSpace)
+
+    def __post_init__(self):
+        _check(self.trials >= 1, "sweep.trials", "must be >= 1")
+        _check(self.epochs >= 0, "sweep.epochs", "must be >= 0")
+        _check(len(self.confirm_seeds) >= 1, "sweep.confirm_seeds", "needs at least one seed")
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
@@ -239,6 +309,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     @property
     def experiment(self) -> str:
@@ -322,14 +393,31 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
             where = f"{prefix}.{k}" if prefix else k
             raise ConfigError(f"unknown config key '{where}' (valid here: {', '.join(names)})")
     kwargs = {}
-    for name in names:
-        if name in data:
-            key = f"{prefix}.{name}" if prefix else name
-            kwargs[name] = _coerce(data[name], hints[name], key)
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            value = data[f.name]
+            if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, dict):
+                # a partial override keeps this field's own defaults for the rest
+                default = (
+                    f.default_factory()
+                    if f.default_factory is not dataclasses.MISSING
+                    else f.default
+                )
+                if dataclasses.is_dataclass(default):
+                    value = _merge(dataclasses.asdict(default), value)
+            kwargs[f.name] = _coerce(value, hints[f.name], key)
     try:
         return cls(**kwargs)
     except TypeError as e:  # pragma: no cover - guarded by the key check above
         raise ConfigError(f"{prefix or 'config'}: {e}") from e
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
 
 
 def to_dict(cfg: Any) -> dict:

@@ -53,6 +53,11 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM: the run was checkpointed mid-epoch and marked KILLED."""
 
 
+class StopRun(Exception):
+    """Raised by an ``on_epoch`` hook to end a run early (a pruned sweep trial): the
+    epoch is checkpointed and logged, the summary says ``stopped`` with the reason."""
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -201,8 +206,9 @@ def build_model(cfg: Config, num_classes: int) -> torch.nn.Module:
 class Experiment:
     """A training run bound to its run folder. Use :func:`train` / :func:`resume`."""
 
-    def __init__(self, cfg: Config, run_dir: Path, console: Console | None = None):
+    def __init__(self, cfg: Config, run_dir: Path, console: Console | None = None, on_epoch=None):
         self.cfg, self.run_dir = cfg, run_dir
+        self.on_epoch = on_epoch  # called with each finished epoch's record
         self.console = console or Console()
         self.ckpt_dir = run_dir / "checkpoints"
         self.history: list[dict] = []
@@ -504,6 +510,8 @@ class Experiment:
                     f"{record['val/top1']:.2f}  top5 {record['val/top5']:.2f}  "
                     f"clip loss {record['val/clip_loss']:.4f}  {seconds:.1f}s"
                 )
+                if self.on_epoch is not None:
+                    self.on_epoch(record)
         if last_epoch < cfg.train.epochs:
             self.tracker.finish("KILLED")
             self.console.print(
@@ -573,6 +581,10 @@ def _execute(exp: Experiment, until_epoch: int | None) -> RunResult:
         exp.write_summary("failed", str(e))
         exp.tracker.finish("FAILED")
         raise
+    except StopRun as e:
+        exp.write_summary("stopped", str(e))
+        exp.tracker.finish("KILLED")
+        raise
     except KeyboardInterrupt as e:
         exp.tracker.finish("KILLED")
         exp.console.print(
@@ -597,6 +609,7 @@ def train(
     run_dir: str | Path | None = None,
     until_epoch: int | None = None,
     console: Console | None = None,
+    on_epoch=None,
 ) -> RunResult:
     """Train ``cfg`` in a new run folder (``runs/<experiment>/<run_id>/`` by default)."""
     if run_dir is None:
@@ -606,7 +619,7 @@ def train(
         raise FileExistsError(f"{run_dir} already holds a run; use rsexp resume {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / CONFIG_FILE)
-    exp = Experiment(cfg, run_dir, console)
+    exp = Experiment(cfg, run_dir, console, on_epoch)
     exp.start_tracking()
     exp.setup()
     exp.announce(resumed=False)
@@ -621,6 +634,7 @@ def resume(
     epochs: int | None = None,
     runs_dir: str | Path = "runs",
     console: Console | None = None,
+    on_epoch=None,
 ) -> RunResult:
     """Continue a run from its last checkpoint, in the same tracked runs.
 
@@ -631,7 +645,7 @@ def resume(
     if epochs is not None:
         cfg = replace(cfg, train=replace(cfg.train, epochs=epochs))
         save_config(cfg, run_dir / CONFIG_FILE)
-    exp = Experiment(cfg, run_dir, console)
+    exp = Experiment(cfg, run_dir, console, on_epoch)
     exp.start_tracking()
     exp.setup()
     ckpt = run_dir / "checkpoints" / "last.pt"

@@ -85,3 +85,12 @@ def test_missing_file_and_bad_yaml(tmp_path):
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
     assert cfg.data.name == path.stem
+
+
+def test_partial_override_keeps_the_fields_own_defaults():
+    cfg = load_config(None, ["sweep.space.tau.low=0.7"])
+    assert (cfg.sweep.space.tau.low, cfg.sweep.space.tau.high, cfg.sweep.space.tau.log) == (
+        0.7,
+        4.0,
+        True,
+    )

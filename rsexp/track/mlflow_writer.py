@@ -52,10 +52,10 @@ class MlflowWriter(Writer):
 
     def start(self, info: RunInfo) -> str:
         check_reachable(self.uri)
-        logging.getLogger("mlflow").setLevel(logging.WARNING)  # table-creation chatter
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # table-creation chatter
         self.client = MlflowClient(tracking_uri=self.uri)
         name = self.experiment or info.experiment
         try:

@@ -1,0 +1,119 @@
+"""Study, storage, sampler and pruner; the trial budget shared by restarts and workers."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from rsexp.config import Config
+
+# heartbeats, the retry callback and TPE's `group` are marked experimental in Optuna 5
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def default_storage(cfg: Config) -> str:
+    path = Path(cfg.train.runs_dir).resolve() / cfg.experiment / "optuna.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def make_storage(url: str, cfg: Config) -> RDBStorage:
+    """RDB storage with heartbeats: a worker that dies leaves a stale trial, which the
+    next worker to start a trial fails and re-queues (``RetryHeartbeatStaleTrialCallback``)."""
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return RDBStorage(
+        url,
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=cfg.sweep.heartbeat_interval,
+        grace_period=cfg.sweep.grace_period,
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+    )
+
+
+def make_sampler(cfg: Config) -> optuna.samplers.BaseSampler:
+    if cfg.sweep.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=cfg.sweep.seed)
+    # Optuna 5's TPE is multivariate by default; group=True handles the conditional
+    # "<knob>_off" switches; constant_liar keeps parallel workers from sampling alike.
+    return optuna.samplers.TPESampler(
+        seed=cfg.sweep.seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=3
+    )
+
+
+def make_pruner(cfg: Config, epochs: int) -> optuna.pruners.BasePruner:
+    if cfg.sweep.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(1, epochs // 2))
+    if cfg.sweep.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=max(1, epochs // 4), max_resource=epochs
+        )
+    return optuna.pruners.NopPruner()
+
+
+def open_study(name: str, storage: RDBStorage, cfg: Config, epochs: int) -> optuna.Study:
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        sampler=make_sampler(cfg),
+        pruner=make_pruner(cfg, epochs),
+        direction=cfg.sweep.direction,
+        load_if_exists=True,
+    )
+    if "optuna_version" not in study.user_attrs:
+        study.set_user_attr("optuna_version", optuna.__version__)
+        study.set_user_attr(
+            "sampler",
+            {
+                "name": cfg.sweep.sampler,
+                "seed": cfg.sweep.seed,
+                "multivariate": True,
+                "group": True,
+                "constant_liar": True,
+                "n_startup_trials": 3,
+            },
+        )
+        study.set_user_attr("pruner", cfg.sweep.pruner)
+        study.set_user_attr("objective", cfg.sweep.objective)
+        study.set_user_attr("budget", cfg.sweep.trials)
+    return study
+
+
+def retry_of(trial: FrozenTrial) -> int | None:
+    """The number of the trial this one re-runs (a dead worker's or an interrupted one)."""
+    n = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+    return n if n is not None else trial.user_attrs.get("resume_of")
+
+
+def counts(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of the trials that use the budget: every trial except one that a later
+    trial re-runs (its retry counts instead) and surplus trials stopped for the budget."""
+    replaced = {r for t in trials if (r := retry_of(t)) is not None}
+    return {
+        t.number for t in trials if t.number not in replaced and not t.user_attrs.get("surplus")
+    }
+
+
+def budget_used(study: optuna.Study) -> int:
+    return len(counts(study.get_trials(deepcopy=False)))
+
+
+def requeue_interrupted(study: optuna.Study) -> list[int]:
+    """Queue a re-run of each trial that a Ctrl-C ended (FAIL, ``interrupted``) and that
+    nothing re-runs yet; the re-run resumes that trial's run from its checkpoint."""
+    trials = study.get_trials(deepcopy=False)
+    replaced = {r for t in trials if (r := retry_of(t)) is not None}
+    queued = []
+    for t in trials:
+        if (
+            t.state == TrialState.FAIL
+            and t.user_attrs.get("interrupted")
+            and t.number not in replaced
+        ):
+            attrs = {k: v for k, v in t.user_attrs.items() if k != "interrupted"}
+            study.enqueue_trial(t.params, user_attrs={**attrs, "resume_of": t.number})
+            queued.append(t.number)
+    return queued

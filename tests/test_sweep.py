@@ -1,0 +1,266 @@
+"""Sweeps: every shipped config, a CLI sweep, parallel workers (SQLite, PostgreSQL), a
+killed worker's trial re-run in the same tracked run, interrupt + rerun = exact budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from rsexp.cli import main
+from rsexp.config import load_config
+from rsexp.sweep import space as sp
+from rsexp.sweep.study import counts, make_sampler
+
+ROOT = Path(__file__).resolve().parent.parent
+SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
+CONFIG = str(ROOT / "sweeps" / "synthetic.yaml")
+FAST = [
+    "sweep.epochs=2",
+    "sweep.confirm_seeds=[0,1]",
+    "sweep.ablation_seeds=[0]",
+    "sweep.heartbeat_interval=1",
+    "sweep.grace_period=3",
+]
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
+def test_every_sweep_config_builds_its_space_and_samples_a_trial(path):
+    cfg = load_config(path)
+    study = optuna.create_study(sampler=make_sampler(cfg), direction=cfg.sweep.direction)
+    trial = study.ask()
+    knobs = sp.sample(trial, cfg.sweep.space)
+    trial_cfg = load_config(path, sp.to_overrides(knobs))
+    seg = trial_cfg.loss.segments
+    assert 0 < seg.immediate < 0.5 and 0 < seg.contextual <= 1 - 2 * seg.immediate + 1e-9
+    assert cfg.sweep.space.coverage.low <= trial_cfg.guidance.coverage
+    assert trial_cfg.guidance.coverage <= cfg.sweep.space.coverage.high
+    # the same seed samples the same first trial
+    again = optuna.create_study(sampler=make_sampler(cfg), direction=cfg.sweep.direction)
+    assert sp.sample(again.ask(), cfg.sweep.space) == knobs
+
+
+def test_paper_coverage_per_dataset():
+    cov = {p.stem: load_config(p).guidance.coverage for p in SWEEPS}
+    assert cov["ucf50"] == cov["ucf101"] == 0.6 and cov["ssv2"] == 0.1
+
+
+def test_knobs_round_trip_through_trial_params():
+    cfg = load_config(CONFIG)
+    study = optuna.create_study()
+    study.enqueue_trial(sp.trial_params(sp.knobs_of(cfg), cfg.sweep.space))
+    trial = study.ask()
+    assert sp.sample(trial, cfg.sweep.space) == pytest.approx(sp.knobs_of(cfg))
+
+
+def test_missing_real_dataset_stops_with_instructions(tmp_path, capsys):
+    code = main(
+        [
+            "sweep",
+            "--config",
+            str(ROOT / "sweeps" / "ucf50.yaml"),
+            f"data.root={tmp_path}",
+            f"train.runs_dir={tmp_path / 'runs'}",
+        ]
+    )
+    err = capsys.readouterr().err.replace("\n", "")
+    assert code == 2
+    assert f"{tmp_path}/ucf50" in err and "UCF50.rar" in err and "guidance.json" in err
+    assert not (tmp_path / "runs").exists()  # stopped before creating anything
+
+
+def study_of(tmp_path, storage=None, name="synthetic-tsvit"):
+    url = storage or f"sqlite:///{(tmp_path / 'runs' / 'synthetic' / 'optuna.db').resolve()}"
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def test_cli_sweep_three_trials(tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "--config", CONFIG, "--trials", "3", *tiny, *FAST]) == 0
+    study = study_of(tmp_path)
+    trials = study.get_trials()
+    assert len(counts(trials)) == 3
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    first = trials[0].user_attrs["knobs"]
+    assert first == pytest.approx(sp.knobs_of(load_config(CONFIG)))  # paper defaults first
+    assert study.user_attrs["optuna_version"] == optuna.__version__
+    assert study.user_attrs["sampler"]["name"] == "tpe"
+    for t in trials:
+        run_dir = Path(t.user_attrs["run_dir"])
+        assert (run_dir / "metrics.jsonl").is_file()
+        assert (
+            t.user_attrs["mlflow_run_id"]
+            == json.loads((run_dir / "trackers.json").read_text())["mlflow"]["run_id"]
+        )
+    comparison = (tmp_path / "reports" / "synthetic" / "comparison.md").read_text()
+    assert "| TSViT |" in comparison and "| TSViT + RS |" in comparison and "±" in comparison
+    ablation = (tmp_path / "reports" / "synthetic" / "ablation.md").read_text()
+    for row in ("CE only", "+ spatial", "+ temporal", "+ both"):
+        assert f"| {row} |" in ablation
+    assert "\\toprule" in (tmp_path / "reports" / "synthetic" / "comparison.tex").read_text()
+    # MLflow: one parent run per sweep; trials and confirmation runs are its children
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("synthetic")
+    runs = client.search_runs([exp.experiment_id])
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
+    stages = sorted(r.data.tags["stage"] for r in children)
+    assert stages.count("trial") == 3 and stages.count("confirm") == 2 + 2 + 1 + 1
+    assert {r.data.tags["sweep"] for r in children} == {"synthetic-tsvit"}
+    assert client.get_run(parent).info.status == "FINISHED"
+    # running the same command again continues the finished study: no new trial
+    assert main(["sweep", "--config", CONFIG, "--trials", "3", *tiny, *FAST]) == 0
+    assert len(study_of(tmp_path).get_trials()) == len(trials)
+
+
+def _postgres_url() -> str:
+    try:
+        import psycopg2
+    except ImportError:
+        pytest.skip("psycopg2 is not installed (dev extra)")
+    name = f"rsexp_test_{uuid.uuid4().hex[:8]}"
+    try:
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3
+        )
+    except psycopg2.OperationalError as e:
+        pytest.skip(f"no PostgreSQL server reachable on 127.0.0.1:5432 ({e})")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    conn.close()
+    return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_workers_share_one_study(tiny, tmp_path, monkeypatch, backend):
+    monkeypatch.chdir(tmp_path)
+    storage = _postgres_url() if backend == "postgresql" else None
+    args = [
+        "sweep",
+        "--config",
+        CONFIG,
+        "--trials",
+        "4",
+        "--workers",
+        "2",
+        *tiny,
+        *FAST,
+        "track.backends=[]",
+    ]
+    assert main([*args, *(["--storage", storage] if storage else [])]) == 0
+    trials = study_of(tmp_path, storage).get_trials()
+    assert len(counts(trials)) == 4
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) >= 4
+    logs = list((tmp_path / "runs" / "synthetic" / "sweep-synthetic-tsvit").glob("worker-*.log"))
+    assert len(logs) == 2
+    # both workers took trials
+    took = [
+        log.read_text().count("finished with value") + log.read_text().count("pruned")
+        for log in logs
+    ]
+    assert all(n >= 1 for n in took), took
+
+
+def _wait_for(predicate, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    pytest.fail("timed out")
+
+
+SLOW = ["data.synthetic.num_train=96", "sweep.epochs=6"]
+
+
+def test_killed_worker_trial_is_rerun_in_the_same_tracked_run(tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    over = [*tiny, *FAST, *SLOW, "sweep.trials=1"]
+    url = f"sqlite:///{(tmp_path / 'runs' / 'synthetic' / 'optuna.db')}"
+    (tmp_path / "runs" / "synthetic").mkdir(parents=True)
+    # the driver prepares the study; one worker dies with SIGKILL inside trial 0
+    from rsexp.sweep.study import make_storage, open_study
+
+    cfg = load_config(CONFIG, over)
+    study = open_study("synthetic-tsvit", make_storage(url, cfg), cfg, 6)
+    study.enqueue_trial(sp.trial_params(sp.knobs_of(cfg), cfg.sweep.space))
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rsexp.cli",
+            "sweep-worker",
+            "--config",
+            CONFIG,
+            "--study",
+            "synthetic-tsvit",
+            "--storage",
+            url,
+            *over,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    run_dir = tmp_path / "runs" / "synthetic" / "sweep-synthetic-tsvit" / "trial-0000"
+    from rsexp.track.local import read_metrics
+
+    _wait_for(lambda: len(read_metrics(run_dir)) >= 2)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    mlflow_id = json.loads((run_dir / "trackers.json").read_text())["mlflow"]["run_id"]
+    time.sleep(4)  # past the grace period: the trial's heartbeat is stale
+    assert main(["sweep", "--config", CONFIG, *over]) == 0
+    trials = study_of(tmp_path, url).get_trials()
+    assert trials[0].state == TrialState.FAIL  # the dead worker's trial
+    retry = trials[1]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.user_attrs["run_dir"] == str(run_dir)
+    assert retry.user_attrs["mlflow_run_id"] == mlflow_id
+    assert len(counts(trials)) == 1
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    steps = [m.step for m in client.get_metric_history(mlflow_id, "val/top1")]
+    assert sorted(steps) == [1, 2, 3, 4, 5, 6]
+    assert client.get_run(mlflow_id).info.status == "FINISHED"
+
+
+def test_interrupt_and_rerun_finishes_exactly_the_budget(tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    over = [*tiny, *FAST, *SLOW, "sweep.trials=2", "sweep.pruner=none", "track.backends=[]"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rsexp.cli", "sweep", "--config", CONFIG, *over],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    first = tmp_path / "runs" / "synthetic" / "sweep-synthetic-tsvit" / "trial-0000"
+    from rsexp.track.local import read_metrics
+
+    _wait_for(lambda: len(read_metrics(first)) >= 2)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the driver and its workers
+    proc.wait(timeout=120)
+    assert proc.returncode != 0
+    trials = study_of(tmp_path).get_trials()
+    assert trials[0].user_attrs.get("interrupted") and trials[0].state == TrialState.FAIL
+    assert main(["sweep", "--config", CONFIG, *over]) == 0
+    trials = study_of(tmp_path).get_trials()
+    finished = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(counts(trials)) == 2 and len(finished) == 2
+    resumed = [t for t in finished if t.user_attrs.get("resume_of") == 0]
+    assert len(resumed) == 1 and resumed[0].user_attrs["run_dir"] == str(first)
+    assert [r["epoch"] for r in read_metrics(first)] == [1, 2, 3, 4, 5, 6]
