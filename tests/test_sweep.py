@@ -116,7 +116,12 @@ def test_cli_sweep_three_trials(tiny, tmp_path, monkeypatch):
     parent = study.user_attrs["mlflow_parent_run_id"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
     stages = sorted(r.data.tags["stage"] for r in children)
-    assert stages.count("trial") == 3 and stages.count("confirm") == 2 + 2 + 1 + 1
+    confirm_dirs = list(
+        (tmp_path / "runs" / "synthetic" / "sweep-synthetic-tsvit" / "confirm").iterdir()
+    )
+    # baseline and best x 2 seeds, the ablation rows x 1 seed; identical runs are shared
+    assert 5 <= len(confirm_dirs) <= 7
+    assert stages.count("trial") == 3 and stages.count("confirm") == len(confirm_dirs)
     assert {r.data.tags["sweep"] for r in children} == {"synthetic-tsvit"}
     assert client.get_run(parent).info.status == "FINISHED"
     # running the same command again continues the finished study: no new trial

@@ -14,15 +14,16 @@ from rich.progress import Progress
 from rsexp.config import Config, load_config
 from rsexp.sweep import space as sp
 
-# ablation rows (paper components): which of the two RS terms is on
-ABLATION = {
-    "ce": (False, False),
-    "spatial": (True, False),
-    "temporal": (False, True),
-    "both": (True, True),
-}
+ABLATION = ("ce", "spatial", "temporal", "both")  # paper components
 DISPLAY = {"tsvit": "TSViT", "vivit": "ViViT", "timesformer": "TimeSformer"}
-LABELS = {"ce": "CE only", "spatial": "+ spatial", "temporal": "+ temporal", "both": "+ both"}
+LABELS = {
+    "baseline": "baseline",
+    "rs": "RS (best)",
+    "ce": "CE only",
+    "spatial": "+ spatial",
+    "temporal": "+ temporal",
+    "both": "+ both",
+}
 
 
 def _run_one(config, overrides: list[str], run_dir: str) -> dict:
@@ -60,52 +61,65 @@ def confirm(
         ) from None
     knobs = best.user_attrs.get("knobs") or sp.knobs_from_params(best.params, cfg.sweep.space)
     parent = study.user_attrs.get(PARENT_ATTR)
-    jobs: dict[tuple[str, int], list[str]] = {}
-    seeds = {
-        "both": cfg.sweep.confirm_seeds,
-        "ce": cfg.sweep.confirm_seeds,
-        "spatial": cfg.sweep.ablation_seeds,
-        "temporal": cfg.sweep.ablation_seeds,
+    # Rows -> (knobs, seeds). The comparison uses the best knobs as found (a term the
+    # sweep switched off stays off); an ablation row with a term on uses the best weight,
+    # or the base config's (the paper's) when the sweep switched that term off.
+    base = sp.knobs_of(cfg)
+    on_s = knobs["lambda_s"] or base["lambda_s"]
+    on_t = knobs["lambda_t"] or base["lambda_t"]
+    conf, abl = cfg.sweep.confirm_seeds, cfg.sweep.ablation_seeds
+    rows = {
+        "baseline": (dict(knobs, lambda_s=0.0, lambda_t=0.0), conf),
+        "rs": (knobs, conf),
+        "ce": (dict(knobs, lambda_s=0.0, lambda_t=0.0), abl),
+        "spatial": (dict(knobs, lambda_s=on_s, lambda_t=0.0), abl),
+        "temporal": (dict(knobs, lambda_s=0.0, lambda_t=on_t), abl),
+        "both": (dict(knobs, lambda_s=on_s, lambda_t=on_t), abl),
     }
-    for method, (use_s, use_t) in ABLATION.items():
-        k = dict(
-            knobs,
-            lambda_s=knobs["lambda_s"] if use_s else 0.0,
-            lambda_t=knobs["lambda_t"] if use_t else 0.0,
-        )
-        for seed in seeds[method]:
-            jobs[(method, seed)] = [
-                *overrides,
-                *sp.to_overrides(k),
-                f"train.seed={seed}",
-                *(["train.threads=1"] if workers > 1 else []),
-                *_tags(study.study_name, "confirm", parent, component=method),
-            ]
+    # identical (knobs, seed) pairs are trained once and shared between rows
+    runs: dict[tuple, tuple[str, int]] = {}
+    for row, (k, seeds) in rows.items():
+        for seed in seeds:
+            runs.setdefault((tuple(sorted(k.items())), seed), (row, seed))
+    jobs = {
+        name: [
+            *overrides,
+            *sp.to_overrides(dict(key)),
+            f"train.seed={seed}",
+            *(["train.threads=1"] if workers > 1 else []),
+            *_tags(study.study_name, "confirm", parent, component=name[0]),
+        ]
+        for (key, seed), name in runs.items()
+    }
     results: dict[tuple[str, int], dict] = {}
     with ProcessPoolExecutor(max(1, workers)) as pool, Progress(console=console) as progress:
         task = progress.add_task("confirmation runs", total=len(jobs))
         futures = {
-            pool.submit(_run_one, config, over, str(paths.confirm(*key))): key
-            for key, over in jobs.items()
+            pool.submit(_run_one, config, over, str(paths.confirm(*name))): name
+            for name, over in jobs.items()
         }
         for fut in as_completed(futures):
-            key = futures[fut]
-            results[key] = fut.result()
+            name = futures[fut]
+            results[name] = fut.result()
             progress.console.print(
-                f"{LABELS[key[0]]:<11} seed {key[1]}: "
-                f"{cfg.sweep.objective} {results[key][cfg.sweep.objective]:.2f}"
+                f"{LABELS[name[0]]:<11} seed {name[1]}: "
+                f"{cfg.sweep.objective} {results[name][cfg.sweep.objective]:.2f}"
             )
             progress.advance(task)
-    by_method = {m: [results[(m, s)] for s in seeds[m]] for m in ABLATION}
+
+    def summaries(row: str) -> list[dict]:
+        k, seeds = rows[row]
+        return [results[runs[(tuple(sorted(k.items())), seed)]] for seed in seeds]
+
     name = DISPLAY.get(cfg.model.name, cfg.model.name)
     paths.reports.mkdir(parents=True, exist_ok=True)
     written = [
         *write_comparison(
             paths.reports,
             cfg.data.name,
-            {name: by_method["ce"], f"{name} + RS": by_method["both"]},
+            {name: summaries("baseline"), f"{name} + RS": summaries("rs")},
         ),
-        *write_ablation(paths.reports, cfg.data.name, {LABELS[m]: by_method[m] for m in ABLATION}),
+        *write_ablation(paths.reports, cfg.data.name, {LABELS[m]: summaries(m) for m in ABLATION}),
     ]
     info = {
         "study": study.study_name,
