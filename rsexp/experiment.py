@@ -253,11 +253,12 @@ class Experiment:
         self.overlay_clips = self.pick_overlay_clips(cfg.track.overlays.num_clips)
 
     def pick_overlay_clips(self, n: int) -> list[int]:
-        """Fixed validation clips for the overlays: guided ones, one class after another."""
+        """Fixed validation clips for the overlays, one class after another; clips with
+        guidance first (their cells are outlined), any clips when none has guidance."""
         val = self.data.val
         guided = [i for i in range(len(val)) if bool(val.masks[i].any())]
         by_class: dict[int, list[int]] = {}
-        for i in guided:
+        for i in guided or range(len(val)):
             by_class.setdefault(int(val.labels[i]), []).append(i)
         order = [
             c[k]

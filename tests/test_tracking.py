@@ -365,3 +365,16 @@ def test_wandb_resume_reattaches_the_same_run(tiny, monkeypatch):
     assert ledger["epochs"] == [1, 2]
     dirs = list((part.run_dir / "wandb").glob("offline-run-*"))
     assert len(dirs) == 2 and all(d.name.endswith(ledger["run_id"]) for d in dirs)
+
+
+def test_overlays_without_any_guidance(tiny, tmp_path):
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}")
+    cfg = load_config(
+        CONFIG,
+        [*tiny, "track.backends=[]", "track.overlays.num_clips=2", f"guidance.path={empty}"],
+    )
+    result = train(cfg)
+    assert result.history[-1]["guidance/frac_frames"] == 0.0
+    assert result.history[-1]["loss/spatial"] == 0.0  # no guided frame: the term is 0
+    assert len(list((result.run_dir / "overlays").glob("val_*/epoch_*.png"))) == 4
