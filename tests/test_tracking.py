@@ -378,3 +378,20 @@ def test_overlays_without_any_guidance(tiny, tmp_path):
     assert result.history[-1]["guidance/frac_frames"] == 0.0
     assert result.history[-1]["loss/spatial"] == 0.0  # no guided frame: the term is 0
     assert len(list((result.run_dir / "overlays").glob("val_*/epoch_*.png"))) == 4
+
+
+def _start_embedded(runs_dir: str) -> str:
+    from rsexp.track.base import RunInfo
+    from rsexp.track.mlflow_writer import MlflowWriter
+
+    return MlflowWriter("", "", runs_dir).start(RunInfo(Path(runs_dir), "r", "exp", {}))
+
+
+def test_parallel_runs_open_a_new_embedded_store_safely(tmp_path):
+    """Regression: two runs starting at once on a fresh runs/ raced in MLflow's table
+    creation ("table registered_models already exists")."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(4) as pool:
+        ids = list(pool.map(_start_embedded, [str(tmp_path)] * 4))
+    assert len(set(ids)) == 4

@@ -3,6 +3,8 @@ so parallel trials in one process or many cannot write into each other's runs.""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import time
 import urllib.error
@@ -56,15 +58,19 @@ class MlflowWriter(Writer):
         from mlflow.exceptions import MlflowException
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # table-creation chatter
-        self.client = MlflowClient(tracking_uri=self.uri)
         name = self.experiment or info.experiment
         try:
-            exp = self.client.get_experiment_by_name(name)
-            exp_id = (
-                exp.experiment_id
-                if exp
-                else self.client.create_experiment(name, artifact_location=self.artifact_root)
-            )
+            # Several processes (sweep workers, parallel runs) may open a new embedded
+            # store at once: MLflow's table creation and create_experiment race, so the
+            # first touch of the store is serialised with a lock file beside it.
+            with self._store_lock():
+                self.client = MlflowClient(tracking_uri=self.uri)
+                exp = self.client.get_experiment_by_name(name)
+                exp_id = (
+                    exp.experiment_id
+                    if exp
+                    else self.client.create_experiment(name, artifact_location=self.artifact_root)
+                )
             if info.ref:
                 self.run_id = info.ref
                 self.client.get_run(self.run_id)  # raises if it is gone
@@ -75,6 +81,20 @@ class MlflowWriter(Writer):
         except MlflowException as e:
             raise TrackingError(f"MLflow at {self.uri}: {e.message}") from e
         return self.run_id
+
+    @contextlib.contextmanager
+    def _store_lock(self):
+        if not self.uri.startswith("sqlite:///"):
+            yield
+            return
+        lock = Path(self.uri.removeprefix("sqlite:///") + ".lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def logged_epochs(self) -> set[int]:
         return {int(m.step) for m in self.client.get_metric_history(self.run_id, STEP_KEY)}
