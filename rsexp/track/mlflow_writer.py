@@ -9,6 +9,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,10 @@ class MlflowWriter(Writer):
             # Several processes (sweep workers, parallel runs) may open a new embedded
             # store at once: MLflow's table creation and create_experiment race, so the
             # first touch of the store is serialised with a lock file beside it.
-            with self._store_lock():
+            with self._store_lock(), warnings.catch_warnings():
+                # creating the store runs alembic migrations, which warn about unnamed
+                # CHECK constraints in MLflow's own schema
+                warnings.filterwarnings("ignore", module="alembic")
                 self.client = MlflowClient(tracking_uri=self.uri)
                 exp = self.client.get_experiment_by_name(name)
                 exp_id = (
