@@ -172,9 +172,7 @@ def run_worker(
     study = open_study(study_name, storage, cfg, trial_epochs(cfg))
     paths = sweep_paths(cfg, study_name)
     parent = study.user_attrs.get(PARENT_ATTR)
-    objective = Objective(
-        cfg, _flat_overrides(config, overrides), study_name, paths, parent, console
-    )
+    objective = Objective(cfg, _flat_overrides(cfg), study_name, paths, parent, console)
 
     def stop_at_budget(study: optuna.Study, _trial) -> None:
         if budget_used(study) >= cfg.sweep.trials and not _waiting(study):
@@ -190,12 +188,11 @@ def _waiting(study: optuna.Study) -> bool:
     return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
-def _flat_overrides(config: str | None, overrides: list[str]) -> list[str]:
+def _flat_overrides(cfg: Config) -> list[str]:
     """Every trial is built from the full resolved base config, as overrides, so a worker
     on another machine with the same command builds the same trials."""
     from rsexp.config import flatten, to_dict
 
-    cfg = load_config(config, overrides)
     flat = flatten(to_dict(cfg))
     return [f"{k}={json.dumps(v)}" for k, v in flat.items() if not k.startswith("sweep.")]
 

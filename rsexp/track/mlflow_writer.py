@@ -123,11 +123,6 @@ class MlflowWriter(Writer):
         for i in range(0, len(new), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=new[i : i + 100])
 
-    def set_tags(self, tags: dict[str, str]) -> None:
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
