@@ -8,7 +8,10 @@ import sys
 from rich.console import Console
 
 from rsexp.config import ConfigError, load_config
+from rsexp.data import VideoDecodeError
+from rsexp.data.real import DatasetLayoutError
 from rsexp.experiment import Interrupted
+from rsexp.guidance.store import GuidanceFormatError
 from rsexp.track import TrackingError
 
 
@@ -105,13 +108,25 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = load_config(args.config, args.overrides)
             console.print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-    except (ConfigError, FileNotFoundError, FileExistsError, KeyError, TrackingError) as e:
+    except (
+        ConfigError,
+        FileNotFoundError,
+        FileExistsError,
+        KeyError,
+        TrackingError,
+        DatasetLayoutError,
+        VideoDecodeError,
+        GuidanceFormatError,
+    ) as e:
         err.print(f"[red]error:[/] {e.args[0] if isinstance(e, KeyError) else e}")
         return 2
     except Interrupted:
         return 130  # checkpointed, marked KILLED, resume command already printed
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/] before training started; nothing to resume")
+        err.print(
+            "[yellow]interrupted[/] before training started; nothing to resume "
+            "(clips already decoded stay in the clip cache)"
+        )
         return 130
     return 0
 

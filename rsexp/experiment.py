@@ -24,7 +24,14 @@ import torch
 import yaml
 from PIL import Image
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.syntax import Syntax
 from torch.utils.data import DataLoader
 
@@ -131,6 +138,16 @@ def loss_weights(cfg: Config) -> LossWeights:
 # ------------------------------------------------------------------------------ data
 
 
+def progress_columns() -> tuple:
+    return (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+
+
 @dataclass
 class Data:
     train: ClipDataset
@@ -140,36 +157,59 @@ class Data:
     guidance_path: Path
     guided_frame_fraction: float
     digest: str
+    skipped_videos: int = 0
 
 
-def build_data(cfg: Config) -> Data:
+def build_data(cfg: Config, console: Console | None = None) -> Data:
     """Datasets with guidance attached: ``coverage`` picks the training videos whose
     guidance the spatial loss may use; validation clips keep all theirs (for
-    ``val/loss_spatial``)."""
+    ``val/loss_spatial``). Real videos are decoded into the clip cache first, with a
+    progress bar on ``console``."""
     g = cfg.guidance
-    raw = build_raw(cfg.data.name, cfg.data, g.grid)
+    with Progress(*progress_columns(), console=console or Console(), transient=True) as bar:
+
+        def progress(description: str, total: int):
+            task = bar.add_task(description, total=total)
+            return lambda: bar.advance(task)
+
+        raw = build_raw(cfg.data.name, cfg.data, g.grid, progress)
     path = Path(g.path) if g.path else raw.guidance_path
     if not g.path and raw.exact_guidance is not None and not path.is_file():
         GuidanceStore.from_masks(*raw.exact_guidance, grid=g.grid).save(path)
-    store = GuidanceStore.load(path, grid=g.grid)
+    if not path.is_file() and cfg.loss.lambda_s == 0:
+        store = GuidanceStore(grid=g.grid, source=f"none ({path} absent; lambda_s = 0)")
+    elif not path.is_file():
+        raise FileNotFoundError(
+            f"guidance file not found: {path}. The spatial loss (loss.lambda_s="
+            f"{cfg.loss.lambda_s}) needs the {cfg.data.name} guidance in the authors' "
+            f"released JSON format there (or set guidance.path=<file>); train the "
+            f"baseline with loss.lambda_s=0 loss.lambda_t=0."
+        )
+    else:
+        store = GuidanceStore.load(path, grid=g.grid)
 
-    def masks(split, keep: set[str] | None):
-        ids, _, _, frames = split
-        out = np.zeros((len(ids), frames.shape[1], g.grid * g.grid), dtype=bool)
-        for i, vid in enumerate(ids):
-            if keep is None or vid in keep:
-                out[i] = store.clip_mask(vid, frames[i], g.max_frame_gap)[0]
-        return out
+    def lookup(key: str, frames: np.ndarray) -> np.ndarray:
+        return store.clip_mask(key, frames, g.max_frame_gap)[0]
 
-    covered = select_covered(raw.train[0], g.coverage, g.seed)
-    train_masks = masks(raw.train, covered)
+    tr, va = raw.train, raw.val
+    covered = select_covered(tr.keys, g.coverage, g.seed)
+    train_masks = tr.guidance_masks(lookup, g.grid, keep=covered)
     augment = None
     if cfg.data.augment:
         augment = SpatialAugment(cfg.data.frame_size, g.grid, hflip=cfg.data.hflip)
-    train = ClipDataset(*raw.train[:3], train_masks, augment=augment, seed=cfg.train.seed)
-    val = ClipDataset(*raw.val[:3], masks(raw.val, None))
-    frac = float(train_masks.any(-1).mean())
-    return Data(train, val, raw.class_names, store, path, frac, raw.cache_dir.name)
+    train = ClipDataset(
+        tr.ids,
+        tr.videos,
+        tr.labels,
+        train_masks,
+        choices=tr.choices,
+        augment=augment,
+        seed=cfg.train.seed,
+        train=True,
+    )
+    val = ClipDataset(va.ids, va.videos, va.labels, va.guidance_masks(lookup, g.grid))
+    frac = float(train.masks.any(-1).float().mean())
+    return Data(train, val, raw.class_names, store, path, frac, raw.digest, len(raw.skipped))
 
 
 def build_model(cfg: Config, num_classes: int) -> torch.nn.Module:
@@ -238,7 +278,7 @@ class Experiment:
         seed_everything(cfg.train.seed)
         self.device = resolve_device(cfg.train.device)
         self.amp = cfg.train.amp and self.device.type == "cuda"
-        self.data = build_data(cfg)
+        self.data = build_data(cfg, self.console)
         self.model = build_model(cfg, len(self.data.class_names)).to(self.device)
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, cfg.optim.weight_decay),
@@ -285,7 +325,13 @@ class Experiment:
             f"model [bold]{self.cfg.model.name}[/]: {self.num_params:,} parameters on "
             f"{self.device}{' (bf16 autocast)' if self.amp else ''} | data "
             f"[bold]{self.cfg.data.name}[/]: {len(self.data.train)} train / "
-            f"{len(self.data.val)} val clips, {len(self.data.class_names)} classes | "
+            f"{len(self.data.val)} val clips, {len(self.data.class_names)} classes"
+            + (
+                f" ({self.data.skipped_videos} bad videos left out)"
+                if self.data.skipped_videos
+                else ""
+            )
+            + " | "
             f"guidance {self.data.guidance.source}: "
             f"{self.data.guided_frame_fraction:.0%} of training frames guided"
         )
@@ -457,11 +503,12 @@ class Experiment:
         names = self.data.class_names
         images = {}
         for j, i in enumerate(self.overlay_clips):
+            frames, mask = val.clip(i)
             true, pred = names[int(val.labels[i])], names[int(probs[j].argmax())]
             img = render_overlay(
-                val.videos[i].numpy(),
+                frames.numpy(),
                 r["attn"][j].cpu().numpy(),
-                val.masks[i].numpy(),
+                mask.numpy(),
                 true,
                 pred,
                 float(probs[j].max()),
@@ -477,13 +524,7 @@ class Experiment:
     def run(self, until_epoch: int | None = None) -> RunResult:
         cfg = self.cfg
         last_epoch = min(cfg.train.epochs, until_epoch or cfg.train.epochs)
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=self.console, transient=True) as progress:
+        with Progress(*progress_columns(), console=self.console, transient=True) as progress:
             for epoch in range(self.start_epoch + 1, last_epoch + 1):
                 t0 = time.perf_counter()
                 record = {"epoch": epoch, **self.train_epoch(epoch, progress)}

@@ -1,6 +1,8 @@
-"""In-memory clip dataset with per-frame guidance masks."""
+"""Clip dataset with per-frame guidance masks, over frames in memory or in the clip cache."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -10,36 +12,51 @@ from rsexp.data.transforms import SpatialAugment, to_float
 
 
 class ClipDataset(Dataset):
-    """Decoded clips held in memory, each with its guidance.
+    """Decoded clips, each with its guidance, with TSN-style segment sampling.
+
+    Every clip stores ``K = T * choices`` frames: ``choices`` candidate frames for each
+    of its ``T`` equal temporal segments. A training item takes one candidate per
+    segment at random (temporal jitter); an evaluation item takes the middle one, so
+    validation is deterministic. With ``choices=1`` every item is the stored clip.
 
     Items are dicts: ``video`` [T, 3, H, W] float (normalised), ``label`` int,
     ``mask`` [T, N] bool guidance cells, ``frame_valid`` [T] bool, ``index`` int.
 
     Args:
         video_ids: one id per clip.
-        videos: [V, T, H, W, 3] uint8.
+        videos: [V, K, H, W, 3] uint8 array, or a sequence whose item ``i`` is clip
+            ``i``'s [K, H, W, 3] uint8 frames (e.g. :class:`rsexp.data.video.CachedClips`).
         labels: [V] int.
-        masks: [V, T, N] bool guidance (all False where a video has none).
+        masks: [V, K, N] bool guidance on the stored frames (all False without guidance).
+        choices: candidate frames per segment (K / T).
         augment: optional :class:`SpatialAugment`, applied to pixels and mask together.
-        seed: seeds the per-item augmentation generator with (seed, epoch, index).
+        seed: seeds the per-item generator with (seed, epoch, index).
+        train: random candidate per segment (True) or the middle one (False).
     """
 
     def __init__(
         self,
         video_ids,
-        videos,
+        videos: np.ndarray | Sequence,
         labels,
         masks,
+        choices: int = 1,
         augment: SpatialAugment | None = None,
         seed: int = 0,
+        train: bool = False,
     ):
         if not (len(video_ids) == len(videos) == len(labels) == len(masks)):
             raise ValueError("video_ids, videos, labels and masks differ in length")
         self.video_ids = list(video_ids)
-        self.videos = torch.from_numpy(np.ascontiguousarray(videos))
+        if isinstance(videos, np.ndarray):
+            videos = torch.from_numpy(np.ascontiguousarray(videos))
+        self.videos = videos
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.masks = torch.as_tensor(masks, dtype=torch.bool)
-        self.augment, self.seed, self.epoch = augment, seed, 0
+        if self.masks.shape[1] % choices:
+            raise ValueError(f"{self.masks.shape[1]} stored frames is not a multiple of {choices}")
+        self.choices, self.augment, self.seed, self.train = choices, augment, seed, train
+        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -47,10 +64,34 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.video_ids)
 
+    def stored(self, i: int) -> torch.Tensor:
+        """Clip ``i``'s stored frames, [K, H, W, 3] uint8."""
+        v = self.videos[i]
+        return v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v))
+
+    def frame_choice(self, i: int, gen: torch.Generator | None = None) -> torch.Tensor:
+        """Indices [T] into clip ``i``'s stored frames: random per segment with ``gen``,
+        the middle candidate without."""
+        c = self.choices
+        T = self.masks.shape[1] // c
+        if gen is None or c == 1:
+            offset = torch.full((T,), c // 2)
+        else:
+            offset = torch.randint(0, c, (T,), generator=gen)
+        return torch.arange(T) * c + offset
+
+    def clip(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The evaluation view of clip ``i``: frames [T, H, W, 3] uint8 and mask [T, N]."""
+        pick = self.frame_choice(i)
+        return self.stored(i)[pick], self.masks[i][pick]
+
     def __getitem__(self, i: int) -> dict:
-        video, mask = to_float(self.videos[i]), self.masks[i]
-        if self.augment is not None:
+        gen = None
+        if self.train:
             gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF)
+        pick = self.frame_choice(i, gen)
+        video, mask = to_float(self.stored(i)[pick]), self.masks[i][pick]
+        if self.augment is not None and gen is not None:
             video, mask = self.augment(video, mask, gen)
         return {
             "video": video,

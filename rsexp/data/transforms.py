@@ -14,27 +14,40 @@ def to_float(video: torch.Tensor) -> torch.Tensor:
     return (video.permute(0, 3, 1, 2).float() / 255.0 - MEAN) / STD
 
 
-def remap_mask(mask: torch.Tensor, box: tuple[int, int, int, int], size: int, grid: int):
-    """Move a guidance mask through a crop.
+def crop_mask(
+    mask: torch.Tensor, box: tuple[float, ...], frame_hw: tuple[int, int], grid: int
+) -> torch.Tensor:
+    """Move a guidance mask through a crop of a frame of any shape.
 
-    mask: [T, grid * grid] bool on the full frame of side ``size``; box: (y0, x0, h, w)
-    the crop in pixels. A cell of the cropped frame is positive when at least half of
-    its area was positive before; a frame whose object is cropped out becomes empty and
-    is skipped by the spatial loss.
+    mask: [T, grid * grid] bool on the full ``frame_hw`` = (H, W) frame; box: (y0, x0, h, w)
+    the crop in pixels of that frame. A cell of the cropped frame is positive when at
+    least half of its area was positive before; a frame whose object is cropped out
+    becomes empty and is skipped by the spatial loss. The grid is rasterised at 16 x 16
+    samples per cell, whatever the frame size, so the cost does not grow with resolution.
     """
     T = mask.shape[0]
+    H, W = frame_hw
+    r = grid * 16
     pix = mask.view(T, 1, grid, grid).float()
-    pix = F.interpolate(pix, size=(size, size), mode="nearest")
+    pix = F.interpolate(pix, size=(r, r), mode="nearest")
     y0, x0, h, w = box
-    pix = pix[:, :, y0 : y0 + h, x0 : x0 + w]
-    frac = F.adaptive_avg_pool2d(pix, (grid, grid)).view(T, grid * grid)
+    ys, xs = round(y0 / H * r), round(x0 / W * r)
+    ye, xe = max(ys + 1, round((y0 + h) / H * r)), max(xs + 1, round((x0 + w) / W * r))
+    frac = F.adaptive_avg_pool2d(pix[:, :, ys:ye, xs:xe], (grid, grid)).view(T, grid * grid)
     return frac >= 0.5
+
+
+def remap_mask(mask: torch.Tensor, box: tuple[int, int, int, int], size: int, grid: int):
+    """:func:`crop_mask` on a square frame of side ``size``."""
+    return crop_mask(mask, box, (size, size), grid)
 
 
 class SpatialAugment:
     """Random resized crop (scale ``min_scale``..1, square) and optional horizontal flip.
 
-    Draws from the generator it is given, so a clip's augmentation is a function of
+    The input may be larger than ``size`` (real data is cached at 8/7 of the frame size,
+    the usual 256 -> 224); the crop is resized to ``size`` x ``size``. Draws from the
+    generator it is given, so a clip's augmentation is a function of
     (seed, epoch, index) and a resumed run repeats it exactly.
     """
 
@@ -43,13 +56,15 @@ class SpatialAugment:
 
     def __call__(self, video: torch.Tensor, mask: torch.Tensor, gen: torch.Generator):
         """video [T, 3, H, W] float, mask [T, N] bool -> both transformed."""
-        s = self.size
+        s = video.shape[-1]  # square input, any side
         scale = self.min_scale + (1 - self.min_scale) * torch.rand((), generator=gen).item()
         side = max(self.grid, int(round(s * scale**0.5)))
         y0 = int(torch.randint(0, s - side + 1, (), generator=gen))
         x0 = int(torch.randint(0, s - side + 1, (), generator=gen))
         video = video[:, :, y0 : y0 + side, x0 : x0 + side]
-        video = F.interpolate(video, size=(s, s), mode="bilinear", align_corners=False)
+        video = F.interpolate(
+            video, size=(self.size, self.size), mode="bilinear", align_corners=False
+        )
         mask = remap_mask(mask, (y0, x0, side, side), s, self.grid)
         if self.hflip and torch.rand((), generator=gen).item() < 0.5:
             video = video.flip(-1)

@@ -1,0 +1,298 @@
+"""Reading real videos with decord, clip sampling, and the decoded-clip cache.
+
+Real videos are decoded once, before training, into a per-split cache of uint8 arrays
+(``[K, S, S, 3]`` per clip: ``K = num_frames * temporal_jitter`` frames at the centres of
+``K`` equal segments, short side resized to ``S`` and centre-cropped). Training then
+reads ``.npy`` files: no decoder runs in a DataLoader worker, which sidesteps decord's
+hang when a ``VideoReader`` made before the fork is used in the child, and every epoch
+after the first costs no decoding at all.
+
+Decoding runs in a pool of *spawned* processes (each opens its own readers). Each clip is
+written atomically and recorded in ``meta.jsonl`` as soon as it is done, so an
+interrupted preparation continues where it stopped. A video that cannot be used
+(unreadable, truncated, too short) is named with its reason in ``failures.json``;
+nothing already decoded is lost.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import multiprocessing
+import os
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CACHE_VERSION = 1
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv", ".mov")
+
+
+class BadVideoError(ValueError):
+    """A video that cannot give a clip; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One clip of a real dataset, as its index file describes it.
+
+    ``key`` is the video's id in the guidance JSON (the file stem for UCF, the numeric id
+    for SSv2); ``clip_id`` is unique per clip and equals ``key`` unless the clip is one
+    segment of a longer video (Desktop Assembly). ``start``/``end`` bound the clip in
+    the video's frames (``end=None``: to the last frame).
+    """
+
+    clip_id: str
+    path: Path
+    label: int
+    key: str
+    start: int = 0
+    end: int | None = None
+
+
+@dataclass(frozen=True)
+class ClipMeta:
+    """What the cache records for a decoded clip: the video frames it holds (indices into
+    the video, for the guidance lookup) and the crop that maps the full frame onto the
+    stored square, (y0, x0, h, w) in pixels of the ``hw`` = (H, W) frame."""
+
+    clip_id: str
+    frames: tuple[int, ...]
+    box: tuple[float, float, float, float]
+    hw: tuple[int, int]
+
+
+def segment_centres(start: int, end: int, k: int) -> np.ndarray:
+    """Frame indices [k] at the centres of k equal segments of ``[start, end)`` (TSN's
+    test-time sampling); a clip shorter than k frames repeats frames."""
+    if end <= start:
+        raise ValueError(f"empty frame range [{start}, {end})")
+    pos = start + (np.arange(k) + 0.5) * (end - start) / k
+    return np.minimum(pos.astype(np.int64), end - 1)
+
+
+def avi_truncation(path: Path) -> str | None:
+    """Why an AVI file is truncated, or None when its RIFF size matches the file.
+
+    decord opens a truncated AVI without complaint and returns a garbage last frame (the
+    last packet is partial), and the frames that are gone are simply not counted, so the
+    clip would silently cover only the start of the action. The RIFF header holds the
+    size the writer finished with; a shorter file lost its end.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"AVI ":
+        return f"not an AVI file (header {head[:12]!r})"
+    declared = struct.unpack("<I", head[4:8])[0] + 8
+    # OpenDML files over 1 GB continue in AVIX chunks after the first RIFF; only a file
+    # shorter than its first chunk is known to be cut.
+    if size < declared:
+        return f"truncated: its RIFF header says {declared} bytes, the file has {size}"
+    return None
+
+
+def resize_crop_box(hw: tuple[int, int], size: int) -> tuple[tuple[int, int], tuple]:
+    """Short side -> ``size``, centre square crop: the resized (h, w) and the crop box in
+    pixels of the original frame."""
+    H, W = hw
+    scale = size / min(H, W)
+    rh, rw = max(size, round(H * scale)), max(size, round(W * scale))
+    y0, x0 = (rh - size) // 2, (rw - size) // 2
+    return (rh, rw), (y0 / scale, x0 / scale, size / scale, size / scale)
+
+
+def decode_clip(entry: VideoEntry, k: int, size: int) -> tuple[np.ndarray, ClipMeta]:
+    """Decode ``k`` frames of one clip, resized and centre-cropped to ``size`` x ``size``.
+
+    Returns:
+        frames [k, size, size, 3] uint8 and the clip's :class:`ClipMeta`.
+
+    Raises:
+        BadVideoError: the file is missing, truncated, unreadable or has no frames in the
+            clip's range; the message names the file.
+    """
+    from decord import VideoReader, cpu
+
+    path = entry.path
+    if not path.is_file():
+        raise BadVideoError(f"{path}: file not found")
+    if path.suffix.lower() == ".avi" and (why := avi_truncation(path)):
+        raise BadVideoError(f"{path}: {why}")
+    try:
+        vr = VideoReader(str(path), ctx=cpu(0), num_threads=1)
+        n = len(vr)
+        end = n if entry.end is None else min(entry.end, n)
+        if end <= entry.start:
+            raise BadVideoError(
+                f"{path}: clip {entry.clip_id} asks for frames [{entry.start}, "
+                f"{entry.end}) but the video has {n} frames"
+            )
+        idx = segment_centres(entry.start, end, k)
+        raw = vr.get_batch(idx.tolist()).asnumpy()  # [k, H, W, 3]
+    except RuntimeError as e:  # decord's DECORDError: unreadable container or stream
+        raise BadVideoError(f"{path}: decord cannot read it: {str(e).splitlines()[0]}") from e
+    hw = raw.shape[1:3]
+    (rh, rw), box = resize_crop_box(hw, size)
+    y0, x0 = (rh - size) // 2, (rw - size) // 2
+    out = np.empty((k, size, size, 3), dtype=np.uint8)
+    for t, frame in enumerate(raw):
+        img = Image.fromarray(frame).resize((rw, rh), Image.BILINEAR, reducing_gap=None)
+        out[t] = np.asarray(img)[y0 : y0 + size, x0 : x0 + size]
+    meta = ClipMeta(entry.clip_id, tuple(int(i) for i in idx), box, (int(hw[0]), int(hw[1])))
+    return out, meta
+
+
+# ------------------------------------------------------------------------- the cache
+
+
+def _file_name(clip_id: str) -> str:
+    """A file name for a clip id (ids may hold '/' or '@')."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in clip_id) + ".npy"
+
+
+def _decode_to_cache(entry: VideoEntry, cache_dir: str, k: int, size: int):
+    """Pool task: decode one clip into the cache; ("ok", meta) or ("bad", reason)."""
+    try:
+        frames, meta = decode_clip(entry, k, size)
+    except BadVideoError as e:
+        return entry.clip_id, "bad", str(e)
+    final = Path(cache_dir) / _file_name(entry.clip_id)
+    tmp = final.with_suffix(f".{os.getpid()}.tmp")
+    with tmp.open("wb") as f:
+        np.save(f, frames)
+    os.replace(tmp, final)
+    return entry.clip_id, "ok", meta
+
+
+@contextmanager
+def _locked(path: Path):
+    """An exclusive lock across processes (sweep workers preparing the same split)."""
+    with path.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class ClipCache:
+    """One split's decoded clips: ``<clip>.npy`` files and ``meta.jsonl`` in ``root``.
+
+    The folder name carries everything the arrays depend on (split, frames per clip,
+    side, cache version), so changing ``num_frames`` or ``frame_size`` decodes anew
+    beside the old cache rather than mixing the two.
+    """
+
+    def __init__(self, base: Path, split: str, k: int, size: int):
+        self.k, self.size = k, size
+        self.root = Path(base) / f"{split}-k{k}-s{size}-v{CACHE_VERSION}"
+
+    def file(self, clip_id: str) -> Path:
+        return self.root / _file_name(clip_id)
+
+    def done(self) -> dict[str, ClipMeta]:
+        """Clips already decoded (recorded in ``meta.jsonl`` with their file present)."""
+        path = self.root / "meta.jsonl"
+        if not path.is_file():
+            return {}
+        out = {}
+        for n, line in enumerate(path.read_text().splitlines(), start=1):
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(
+                    f"{path}, line {n}: not JSON ({e}); delete {self.root} to decode again"
+                ) from e
+            meta = ClipMeta(d["clip"], tuple(d["frames"]), tuple(d["box"]), tuple(d["hw"]))
+            if self.file(meta.clip_id).is_file():
+                out[meta.clip_id] = meta
+        return out
+
+    def _record(self, meta: ClipMeta) -> None:
+        line = json.dumps(
+            {"clip": meta.clip_id, "frames": meta.frames, "box": meta.box, "hw": meta.hw}
+        )
+        # one O_APPEND write per line: never interleaved, never torn by a crash mid-call
+        fd = os.open(self.root / "meta.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def prepare(
+        self,
+        entries: list[VideoEntry],
+        workers: int = 0,
+        on_start: Callable[[int], None] | None = None,
+        on_clip: Callable[[], None] | None = None,
+    ) -> tuple[dict[str, ClipMeta], dict[str, str]]:
+        """Decode every clip of ``entries`` not cached yet.
+
+        Args:
+            entries: the split's clips.
+            workers: decoding processes; 0 = one per CPU core, 1 = in this process.
+            on_start: called with the number of clips left to decode.
+            on_clip: called after each decoded (or failed) clip.
+
+        Returns:
+            ``(metas, failures)``: the cached clips of ``entries`` by id, and the clips
+            that could not be decoded with their reasons (also written to
+            ``failures.json``; the file is removed when none failed).
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with _locked(self.root / ".lock"):
+            done = self.done()
+            todo = [e for e in entries if e.clip_id not in done]
+            if on_start:
+                on_start(len(todo))
+            failures: dict[str, str] = {}
+            for clip_id, status, value in self._decode(todo, workers):
+                if status == "ok":
+                    self._record(value)
+                    done[clip_id] = value
+                else:
+                    failures[clip_id] = value
+                if on_clip:
+                    on_clip()
+            report = self.root / "failures.json"
+            if failures:
+                report.write_text(json.dumps(failures, indent=1, sort_keys=True))
+            elif report.exists():
+                report.unlink()
+        wanted = {e.clip_id for e in entries}
+        return {c: m for c, m in done.items() if c in wanted}, failures
+
+    def _decode(self, todo: list[VideoEntry], workers: int) -> Iterator[tuple]:
+        workers = workers or os.cpu_count() or 1
+        task = partial(_decode_to_cache, cache_dir=str(self.root), k=self.k, size=self.size)
+        if workers == 1 or len(todo) <= 1:
+            yield from map(task, todo)
+            return
+        # spawn, not fork: a child forked from a process holding decord state can hang
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx) as pool:
+            yield from pool.map(task, todo, chunksize=4)
+
+
+class CachedClips:
+    """The sequence of a split's cached clip arrays, read from disk on demand.
+
+    Holds only paths, so it pickles cheaply into DataLoader workers.
+    """
+
+    def __init__(self, files: Iterable[Path]):
+        self.files = [Path(f) for f in files]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.load(self.files[i])
