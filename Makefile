@@ -16,7 +16,7 @@ TRACKER ?=
 SWEEP_FLAGS = --workers $(WORKERS) $(if $(TRIALS),--trials $(TRIALS)) \
 	$(if $(STORAGE),--storage $(STORAGE)) $(if $(TRACKER),track.backends=[$(TRACKER)])
 
-.PHONY: setup train resume sweep test lint format bench-rs bench-track clean
+.PHONY: setup train resume sweep test lint format bench-rs bench-track bench-decode clean
 
 setup: $(VENV)/.installed
 
@@ -50,6 +50,9 @@ bench-rs: setup
 
 bench-track: setup
 	$(BIN)/python benchmarks/tracking_overhead.py $(ARGS)
+
+bench-decode: setup
+	$(BIN)/python benchmarks/decode.py $(ARGS)
 
 clean:
 	rm -rf runs/bench .pytest_cache

@@ -1,0 +1,115 @@
+"""How long does preparing a real dataset take, and how fast is training input after it?
+
+Writes UCF-like videos (320 x 240, 25 fps, MPEG-4 in AVI, moving texture), then times
+(1) decoding them into the clip cache with 1 and with all decoding processes, for the
+training cache (16 frames at 256 px: 8 segments x 2 candidates, the UCF50 sweep config)
+and the validation cache (8 frames at 224 px), and (2) reading augmented 224-px training
+clips back out of the cache. Prints clips/s, cache size per clip and the extrapolation
+to UCF50 (6,676 videos) and UCF101 (13,320 videos).
+
+    python benchmarks/decode.py [--videos 48] [--frames 180]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from rsexp.data.dataset import ClipDataset
+from rsexp.data.transforms import SpatialAugment
+from rsexp.data.video import CachedClips, ClipCache, VideoEntry
+
+
+def write_ucf_like(path: Path, frames: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    texture = rng.integers(0, 255, (240, 640, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt, s.bit_rate = 320, 240, "yuv420p", 600_000
+        for i in range(frames):
+            img = np.ascontiguousarray(texture[:, i % 320 : i % 320 + 320])
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--videos", type=int, default=48)
+    ap.add_argument("--frames", type=int, default=180, help="frames per video (UCF: ~180)")
+    args = ap.parse_args(argv)
+    console = Console()
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        entries = []
+        for i in range(args.videos):
+            path = tmp / "videos" / f"v_X_g{i % 25 + 1:02d}_c{i:02d}.avi"
+            path.parent.mkdir(exist_ok=True)
+            write_ucf_like(path, args.frames, i)
+            entries.append(VideoEntry(path.stem, path, 0, path.stem))
+        mb = sum(e.path.stat().st_size for e in entries) / len(entries) / 1e6
+        console.print(
+            f"wrote {args.videos} videos ({args.frames} frames, 320x240, {mb:.2f} MB each) "
+            f"in {time.perf_counter() - t0:.1f} s"
+        )
+        table = Table(title=f"decoding into the clip cache ({cores} cores)")
+        for col in ("cache", "processes", "clips/s", "MB/clip", "UCF50", "UCF101"):
+            table.add_column(col, justify="right")
+        for name, k, size in (("train: 16 x 256 px", 16, 256), ("val: 8 x 224 px", 8, 224)):
+            for workers in sorted({1, cores}):
+                cache = ClipCache(tmp / f"cache-{workers}", name.split(":")[0], k, size)
+                t0 = time.perf_counter()
+                metas, failures = cache.prepare(entries, workers=workers)
+                dt = time.perf_counter() - t0
+                assert not failures and len(metas) == len(entries), failures
+                rate = len(entries) / dt
+                per_clip = cache.file(entries[0].clip_id).stat().st_size / 1e6
+                table.add_row(
+                    name,
+                    str(workers),
+                    f"{rate:.1f}",
+                    f"{per_clip:.2f}",
+                    f"{6676 / rate / 60:.0f} min, {6676 * per_clip / 1e3:.1f} GB",
+                    f"{13320 / rate / 60:.0f} min, {13320 * per_clip / 1e3:.1f} GB",
+                )
+        console.print(table)
+        cache = ClipCache(tmp / f"cache-{cores}", "train", 16, 256)
+        files = CachedClips(cache.file(e.clip_id) for e in entries)
+        masks = np.zeros((len(entries), 16, 16), bool)
+        ds = ClipDataset(
+            [e.clip_id for e in entries],
+            files,
+            np.zeros(len(entries)),
+            masks,
+            choices=2,
+            augment=SpatialAugment(224, 4),
+            train=True,
+        )
+        torch.set_num_threads(1)
+        t0 = time.perf_counter()
+        for i in range(len(ds)):
+            item = ds[i]
+        dt = time.perf_counter() - t0
+        assert item["video"].shape == (8, 3, 224, 224)
+        console.print(
+            f"training input from the cache (8 x 224 px, random resized crop + flip, one "
+            f"process, one thread): {len(ds) / dt:.1f} clips/s"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
