@@ -63,8 +63,10 @@ class DataConfig:
     # Candidate frames cached per temporal segment of a training clip; each epoch picks
     # one at random (TSN-style jitter). 1 = the same uniformly spaced frames every epoch.
     temporal_jitter: int = 2
-    # Decoded-clip cache; "" = <root>/<name>/cache. Processes decoding it; 0 = all cores.
+    # Decoded-clip cache; "" = <root>/<name>/cache. Frames stored as "jpeg" (quality 90,
+    # ~10x smaller) or raw "npy". Processes decoding it; 0 = all cores.
     cache_dir: str = ""
+    cache_format: str = "jpeg"
     decode_workers: int = 0
     # A video that cannot be decoded (unreadable, truncated, too short): "error" stops
     # after the pass, naming them all (the rest stays cached); "skip" leaves them out.
@@ -76,6 +78,7 @@ class DataConfig:
         _check(self.temporal_jitter >= 1, "data.temporal_jitter", "must be >= 1")
         _check(self.decode_workers >= 0, "data.decode_workers", "must be >= 0")
         _check(self.bad_videos in ("error", "skip"), "data.bad_videos", "must be error or skip")
+        _check(self.cache_format in ("jpeg", "npy"), "data.cache_format", "must be jpeg or npy")
         _check(self.num_frames >= 2, "data.num_frames", "must be >= 2")
         _check(self.frame_size >= 8, "data.frame_size", "must be >= 8")
         _check(self.batch_size >= 1, "data.batch_size", "must be >= 1")

@@ -5,7 +5,12 @@ run through the CLI on a generated UCF50-layout dataset."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +25,7 @@ from rsexp.data.dataset import ClipDataset
 from rsexp.data.real import DatasetLayoutError, desktop_assembly, ssv2, ucf50, ucf101
 from rsexp.data.video import (
     BadVideoError,
+    CachedClips,
     ClipCache,
     VideoEntry,
     avi_truncation,
@@ -181,18 +187,19 @@ def test_desktop_assembly_clips_are_action_segments(tmp_path):
 # ------------------------------------------------------------------------------- cache
 
 
-def test_clip_cache_resumes_and_names_failures(tmp_path):
+@pytest.mark.parametrize("fmt", ["jpeg", "npy"])
+def test_clip_cache_resumes_and_names_failures(tmp_path, fmt):
     vids = [write_video(tmp_path / f"v{i}.mp4", n=12 + i) for i in range(3)]
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00garbage" * 64)
     entries = [VideoEntry(p.stem, p, 0, p.stem) for p in [*vids, bad]]
-    cache = ClipCache(tmp_path / "cache", "train1", k=4, size=16)
+    cache = ClipCache(tmp_path / "cache", "train1", k=4, size=16, fmt=fmt)
     started = []
     metas, failures = cache.prepare(entries, workers=2, on_start=started.append)
     assert started == [4] and set(metas) == {"v0", "v1", "v2"}
     assert list(failures) == ["bad"] and "bad.mp4: decord cannot read it" in failures["bad"]
     assert json.loads((cache.root / "failures.json").read_text()) == failures
-    arr = np.load(cache.file("v2"))
+    arr = CachedClips([cache.file("v2")])[0]
     assert arr.shape == (4, 16, 16, 3)
     np.testing.assert_allclose(arr.reshape(4, -1).mean(1), level(metas["v2"].frames), atol=3)
     # a second pass decodes only what is missing; the bad video is tried again
@@ -235,8 +242,8 @@ def test_bad_video_stops_after_the_pass_keeping_the_rest_then_skip(tmp_path):
     assert len(raw.train.ids) == 5 and "v_B_g07_c01" not in raw.train.ids
     assert list(raw.skipped) == ["v_B_g07_c01"] and len(raw.val.ids) == 10
     assert raw.train.choices == 2 and raw.train.frames.shape == (5, 8)
-    assert np.load(raw.train.videos.files[0]).shape == (8, 18, 18, 3)  # 16 * 8/7 for crops
-    assert np.load(raw.val.videos.files[0]).shape == (4, 16, 16, 3)
+    assert raw.train.videos[0].shape == (8, 18, 18, 3)  # 16 * 8/7, for random crops
+    assert raw.val.videos[0].shape == (4, 16, 16, 3)
 
 
 def test_guidance_follows_the_centre_crop_and_the_sampled_frames():
@@ -325,8 +332,8 @@ def test_cli_trains_on_a_real_video_dataset_and_reuses_the_cache(tmp_path, capsy
     assert "15 val clips" in out and "3 classes" in out  # fold 1: groups 1-5 held out
     cache = tmp_path / "data" / "ucf50" / "cache"
     metas = {p.name: (p / "meta.jsonl").read_text() for p in cache.iterdir()}
-    assert sorted(metas) == ["train1-k8-s37-v1", "val1-k4-s32-v1"]
-    assert len(metas["train1-k8-s37-v1"].splitlines()) == 15
+    assert sorted(metas) == ["train1-k8-s37-jpeg-v1", "val1-k4-s32-jpeg-v1"]
+    assert len(metas["train1-k8-s37-jpeg-v1"].splitlines()) == 15
     # overlays of real clips were drawn
     assert list((run_dir / "overlays").rglob("*.png"))
     # a second run decodes nothing
@@ -344,3 +351,77 @@ def test_real_dataset_without_guidance_trains_the_baseline_only(tmp_path):
         build_data(real_cfg(tmp_path))
     data = build_data(real_cfg(tmp_path, "loss.lambda_s=0", "loss.lambda_t=0"))
     assert len(data.train) == 6 and data.guided_frame_fraction == 0
+
+
+def test_ctrl_c_while_decoding_keeps_what_is_decoded(tmp_path):
+    make_ucf50(tmp_path / "data", classes=("A", "B", "C", "D"), groups=25, n=24)
+    overrides = [f"data.root={tmp_path / 'data'}", "data.frame_size=224", "data.decode_workers=2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rsexp.cli",
+        "train",
+        "--config",
+        str(ROOT / "sweeps" / "ucf50.yaml"),
+    ]
+    proc = subprocess.Popen(
+        [*cmd, *overrides, f"train.runs_dir={tmp_path / 'runs'}", "track.backends=[local]"],
+        start_new_session=True,  # a terminal's Ctrl-C: SIGINT to the whole process group
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    meta = tmp_path / "data" / "ucf50" / "cache" / "train1-k16-s256-jpeg-v1" / "meta.jsonl"
+    deadline = time.monotonic() + 120
+    while not (meta.is_file() and meta.read_text().count("\n") >= 4):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, out
+    assert "interrupted before training started" in out and "Traceback" not in out
+    done = meta.read_text().count("\n")
+    assert 4 <= done < 80  # fold 1 trains on 4 classes x 20 groups
+    # the next run decodes only the rest
+    started = []
+    cfg = load_config(ROOT / "sweeps" / "ucf50.yaml", overrides)
+    build_raw("ucf50", cfg.data, 4, lambda desc, n: started.append((desc, n)) or (lambda: None))
+    assert started[0] == (f"decoding ucf50 train ({80 - done} clips)", 80 - done)
+
+
+def test_sweep_on_a_real_video_dataset_writes_its_tables(tmp_path, monkeypatch):
+    make_ucf50(tmp_path / "data", classes=("A", "B", "C"), groups=10, n=12)
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "sweep",
+        "--config",
+        str(ROOT / "sweeps" / "ucf50.yaml"),
+        "--trials",
+        "2",
+        "--workers",
+        "1",
+        "data.root=data",
+        "data.num_frames=4",
+        "data.frame_size=16",
+        "data.decode_workers=1",
+        "model.name=tsvit",
+        "model.embed_dim=16",
+        "model.depth=1",
+        "model.temporal_depth=1",
+        "model.num_heads=2",
+        "model.patch_size=4",
+        "train.threads=1",
+        "track.backends=[local]",
+        "sweep.epochs=1",
+        "train.epochs=1",  # the confirmation runs
+        "sweep.confirm_seeds=[0]",
+        "sweep.ablation_seeds=[0]",
+    ]
+    assert main(args) == 0
+    comparison = (tmp_path / "reports" / "ucf50" / "comparison.md").read_text()
+    assert "| TSViT |" in comparison and "| TSViT + RS |" in comparison
+    assert "| + both |" in (tmp_path / "reports" / "ucf50" / "ablation.md").read_text()
+    # the driver decoded the cache once; the workers and confirmation runs reused it
+    metas = list((tmp_path / "data" / "ucf50" / "cache").glob("*/meta.jsonl"))
+    assert sorted(len(m.read_text().splitlines()) for m in metas) == [15, 15]
