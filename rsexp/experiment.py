@@ -15,6 +15,7 @@ import os
 import secrets
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -404,24 +405,25 @@ class Experiment:
                     cfg.optim.lr,
                     cfg.optim.min_lr_ratio,
                 )
-                try:
-                    values = train_step(
-                        self.model,
-                        batch,
-                        self.optimizer,
-                        self.weights,
-                        step=self.global_step,
-                        lr=lr,
-                        grad_clip=cfg.optim.grad_clip,
-                        amp=self.amp,
-                    )
-                except NonFiniteLossError as e:
-                    raise NonFiniteLossError(
-                        f"non-finite loss at epoch {epoch}, step {i + 1}/"
-                        f"{self.steps_per_epoch} (global step {self.global_step}): {e}"
-                    ) from None
-                self.global_step += 1
-                meter.update(values, n=len(batch["label"]))
+                with deferred_interrupts():
+                    try:
+                        values = train_step(
+                            self.model,
+                            batch,
+                            self.optimizer,
+                            self.weights,
+                            step=self.global_step,
+                            lr=lr,
+                            grad_clip=cfg.optim.grad_clip,
+                            amp=self.amp,
+                        )
+                    except NonFiniteLossError as e:
+                        raise NonFiniteLossError(
+                            f"non-finite loss at epoch {epoch}, step {i + 1}/"
+                            f"{self.steps_per_epoch} (global step {self.global_step}): {e}"
+                        ) from None
+                    meter.update(values, n=len(batch["label"]))
+                    self.global_step += 1
                 progress.update(
                     task,
                     advance=1,
@@ -605,6 +607,32 @@ class Experiment:
             summary["error"] = error
         write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
         return summary
+
+
+@contextmanager
+def deferred_interrupts():
+    """Hold Ctrl-C / SIGTERM until the block ends, then raise KeyboardInterrupt.
+
+    Wraps one optimiser step with its bookkeeping (loss sums, step count): an interrupt
+    inside ``optimizer.step()`` would otherwise leave a checkpoint holding weights
+    updated by a batch that is counted as not done, and the resumed run would train on
+    that batch twice.
+    """
+    if not threading_is_main():
+        yield
+        return
+    held: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 def _sigterm_as_interrupt(signum, frame):

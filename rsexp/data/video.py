@@ -140,7 +140,8 @@ def decode_clip(entry: VideoEntry, k: int, size: int) -> tuple[np.ndarray, ClipM
         idx = segment_centres(entry.start, end, k)
         raw = vr.get_batch(idx.tolist()).asnumpy()  # [k, H, W, 3]
     except RuntimeError as e:  # decord's DECORDError: unreadable container or stream
-        raise BadVideoError(f"{path}: decord cannot read it: {str(e).splitlines()[0]}") from e
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise BadVideoError(f"{path}: decord cannot read it: {why}") from e
     hw = raw.shape[1:3]
     (rh, rw), box = resize_crop_box(hw, size)
     y0, x0 = (rh - size) // 2, (rw - size) // 2
