@@ -16,7 +16,7 @@ TRACKER ?=
 SWEEP_FLAGS = --workers $(WORKERS) $(if $(TRIALS),--trials $(TRIALS)) \
 	$(if $(STORAGE),--storage $(STORAGE)) $(if $(TRACKER),track.backends=[$(TRACKER)])
 
-.PHONY: setup train resume sweep test lint format bench-rs bench-track bench-decode clean
+.PHONY: setup train resume sweep prepare test lint format bench-rs bench-track bench-decode clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,9 @@ train: setup
 
 sweep: setup
 	$(BIN)/rsexp sweep --config $(CONFIG) $(SWEEP_FLAGS) $(ARGS)
+
+prepare: setup
+	$(BIN)/rsexp prepare --config $(CONFIG) $(ARGS)
 
 resume: setup
 	@test -n "$(RUN)" || { echo "usage: make resume RUN=<run folder or run id>"; exit 2; }

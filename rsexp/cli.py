@@ -1,4 +1,4 @@
-"""``rsexp`` command line: train, resume, sweep, models, config."""
+"""``rsexp`` command line: train, resume, sweep, prepare, models, config."""
 
 from __future__ import annotations
 
@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     wk.add_argument("--storage", required=True)
     wk.add_argument("overrides", nargs="*")
 
+    pr = sub.add_parser(
+        "prepare", help="read a dataset's index and decode its clip cache (no training)"
+    )
+    pr.add_argument("--config", "-c", default=None, help="sweeps/<dataset>.yaml")
+    pr.add_argument("overrides", nargs="*")
+
     sub.add_parser("models", help="list the registered models and datasets")
 
     c = sub.add_parser("config", help="print the resolved config")
@@ -90,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
                 study_name=args.study,
                 console=console,
             )
+        elif args.command == "prepare":
+            from rsexp.experiment import prepare
+
+            prepare(load_config(args.config, args.overrides), console)
         elif args.command == "sweep-worker":
             from rsexp.sweep.runner import run_worker
 

@@ -16,7 +16,7 @@ import secrets
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -44,7 +44,7 @@ from rsexp.core.models import load_pretrained
 from rsexp.core.optim import lr_at, param_groups
 from rsexp.core.registry import create_model
 from rsexp.core.step import LossWeights, NonFiniteLossError, eval_step, train_step
-from rsexp.data import build_raw
+from rsexp.data import REAL_DATASETS, build_raw
 from rsexp.data.dataset import ClipDataset
 from rsexp.data.transforms import SpatialAugment
 from rsexp.guidance.store import GuidanceStore, select_covered
@@ -159,6 +159,7 @@ class Data:
     guided_frame_fraction: float
     digest: str
     skipped_videos: int = 0
+    cache_dirs: list[Path] = field(default_factory=list)
 
 
 def build_data(cfg: Config, console: Console | None = None) -> Data:
@@ -210,7 +211,39 @@ def build_data(cfg: Config, console: Console | None = None) -> Data:
     )
     val = ClipDataset(va.ids, va.videos, va.labels, va.guidance_masks(lookup, g.grid))
     frac = float(train.masks.any(-1).float().mean())
-    return Data(train, val, raw.class_names, store, path, frac, raw.digest, len(raw.skipped))
+    return Data(
+        train,
+        val,
+        raw.class_names,
+        store,
+        path,
+        frac,
+        raw.digest,
+        len(raw.skipped),
+        raw.cache_dirs,
+    )
+
+
+def prepare(cfg: Config, console: Console | None = None) -> Data:
+    """Read the dataset's index, decode what the clip cache lacks, load the guidance, and
+    print what is ready where (``rsexp prepare``; the sweep driver does it first)."""
+    console = console or Console()
+    data = build_data(cfg, console)
+
+    def size(folder: Path) -> str:
+        n = sum(f.stat().st_size for f in folder.iterdir())
+        return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+    skipped = f", {data.skipped_videos} bad videos left out" if data.skipped_videos else ""
+    split = f" (split {cfg.data.split})" if cfg.data.name in REAL_DATASETS else ""
+    console.print(
+        f"data [bold]{cfg.data.name}[/]{split}: {len(data.train)} train / "
+        f"{len(data.val)} val clips, {len(data.class_names)} classes{skipped} | guidance "
+        f"{data.guidance.source}: {data.guided_frame_fraction:.0%} of training frames "
+        f"guided (coverage {cfg.guidance.coverage:g}) | cache: "
+        + ", ".join(f"{d} ({size(d)})" for d in data.cache_dirs)
+    )
+    return data
 
 
 def build_model(cfg: Config, num_classes: int) -> torch.nn.Module:

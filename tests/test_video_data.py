@@ -425,3 +425,24 @@ def test_sweep_on_a_real_video_dataset_writes_its_tables(tmp_path, monkeypatch):
     # the driver decoded the cache once; the workers and confirmation runs reused it
     metas = list((tmp_path / "data" / "ucf50" / "cache").glob("*/meta.jsonl"))
     assert sorted(len(m.read_text().splitlines()) for m in metas) == [15, 15]
+
+
+def test_cli_prepare_reports_what_is_ready_and_names_bad_input(tmp_path, capsys):
+    base = make_ucf50(tmp_path / "data", classes=("A", "B"), groups=8, n=12)
+    (base / "videos" / "B" / "v_B_g08_c01.avi").write_bytes(b"RIFF")  # cut right after
+    args = ["prepare", "--config", str(ROOT / "sweeps" / "ucf50.yaml")]
+    args += [f"data.root={tmp_path / 'data'}", "data.frame_size=16", "data.decode_workers=1"]
+    with pytest.warns(UserWarning, match="ucf50: left out 1 clips"):
+        assert main([*args, "data.bad_videos=skip"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "data ucf50 (split 1): 5 train / 10 val clips, 2 classes, 1 bad videos left out" in out
+    cache = tmp_path / "data" / "ucf50" / "cache"
+    joined = "".join(out.split())  # the console wraps long paths anywhere
+    assert (
+        f"{cache}/train1-k16-s18-jpeg-v1(" in joined and f"{cache}/val1-k8-s16-jpeg-v1(" in joined
+    )
+    assert "of training frames guided (coverage 0.6)" in out
+    (base / "videos" / "A" / "v_A.avi").touch()
+    assert main(args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "v_A.avi: the name does not end in _gNN_cNN" in err

@@ -85,6 +85,7 @@ class RawSplits:
     digest: str
     exact_guidance: tuple | None = None
     skipped: dict[str, str] = field(default_factory=dict)
+    cache_dirs: list[Path] = field(default_factory=list)
 
 
 _DATASETS: dict[str, Callable[..., RawSplits]] = {}
@@ -177,6 +178,7 @@ def synthetic(data_cfg, grid: int, progress: Progress | None = None) -> RawSplit
         cache / "guidance.json",
         cache.name,
         exact,
+        cache_dirs=[cache],
     )
 
 
@@ -281,6 +283,7 @@ def _build_real(name: str, data_cfg, grid: int, progress: Progress | None) -> Ra
         root / "guidance.json",
         digest,
         skipped=skipped,
+        cache_dirs=[c.root for c in caches.values()],
     )
 
 

@@ -28,7 +28,7 @@ from rich.table import Table
 
 from rsexp.config import Config, load_config
 from rsexp.core.step import NonFiniteLossError
-from rsexp.experiment import Interrupted, StopRun, build_data, resume, train
+from rsexp.experiment import Interrupted, StopRun, prepare, resume, train
 from rsexp.sweep import space as sp
 from rsexp.sweep.study import (
     budget_used,
@@ -281,12 +281,7 @@ def sweep(
     check_available(cfg.data)
     # Read the index, decode the clip cache and check the guidance once, here, so the
     # workers start on a warm cache and a data problem stops the sweep before any trial.
-    data = build_data(cfg, console)
-    console.print(
-        f"data {cfg.data.name}: {len(data.train)} train / {len(data.val)} val clips ready"
-        + (f" ({data.skipped_videos} bad videos left out)" if data.skipped_videos else "")
-    )
-    del data
+    prepare(cfg, console)
     study_name = study_name or f"{cfg.experiment}-{cfg.model.name}"
     storage_url = storage or default_storage(cfg)
     study = open_study(study_name, make_storage(storage_url, cfg), cfg, trial_epochs(cfg))
