@@ -151,10 +151,12 @@ def test_ssv2_index_maps_templates_to_labels(tmp_path):
     val = [{"id": "9", "template": "Pushing [something] from left to right"}]
     (base / "labels" / "train.json").write_text(json.dumps(train))
     (base / "labels" / "validation.json").write_text(json.dumps(val))
+    (base / "videos").mkdir()
+    (base / "videos" / "9.mp4").touch()  # a re-encoded mirror
     idx = ssv2(base, 1)
     assert idx.class_names == ["Pushing something from left to right", "Holding something"]
     assert (idx.train[0].label, idx.train[0].key, idx.train[0].path.name) == (1, "7", "7.webm")
-    assert idx.val[0].label == 0
+    assert idx.val[0].label == 0 and idx.val[0].path.name == "9.mp4"
     val.append({"id": "11", "template": "Dropping [something]"})
     (base / "labels" / "validation.json").write_text(json.dumps(val))
     with pytest.raises(DatasetLayoutError, match=r"validation\.json, entry 1 \(video 11\)"):

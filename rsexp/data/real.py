@@ -12,8 +12,9 @@ Layouts under ``<data.root>/<name>/``:
   in both).
 - ``ucf101``: ``videos/<Class>/v_<Class>_gNN_cNN.avi`` and the official
   ``splits/{classInd,trainlist0k,testlist0k}.txt`` (``data.split=k``, k = 1..3).
-- ``ssv2``: ``videos/<id>.webm`` and ``labels/{labels,train,validation}.json`` as
-  released (train on train, evaluate on validation).
+- ``ssv2``: ``videos/<id>.webm`` (or another video suffix) and
+  ``labels/{labels,train,validation}.json`` as released (train on train, evaluate on
+  validation).
 - ``desktop_assembly``: the action-segmentation layout (as Breakfast / 50Salads):
   ``videos/<video>.<ext>``, ``groundTruth/<video>.txt`` (one action name per frame),
   ``mapping.txt`` (``<id> <name>`` lines), ``splits/{train,test}.split<k>.bundle``
@@ -153,6 +154,8 @@ def ssv2(root: Path, split: int) -> VideoIndex:
     if sorted(label_of.values()) != list(range(len(classes))):
         raise DatasetLayoutError(f"{path}: class indices are not 0..{len(classes) - 1}")
 
+    videos = _videos_by_stem(vdir)  # released as .webm; some mirrors re-encode to .mp4
+
     def read(name: str) -> list[VideoEntry]:
         path, items = load(name)
         out = []
@@ -166,7 +169,8 @@ def ssv2(root: Path, split: int) -> VideoIndex:
                     f"not in labels.json"
                 )
             vid = str(item["id"])
-            out.append(VideoEntry(vid, vdir / f"{vid}.webm", label_of[template], vid))
+            video = videos.get(vid, vdir / f"{vid}.webm")
+            out.append(VideoEntry(vid, video, label_of[template], vid))
         return out
 
     return VideoIndex(read("train.json"), read("validation.json"), classes)
