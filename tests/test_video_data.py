@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from videos import level, make_ucf50, write_video
+from videos import level, make_ucf50, segfault_on_boom, write_video
 
 from rsexp.cli import main
 from rsexp.config import load_config
@@ -30,6 +30,7 @@ from rsexp.data.video import (
     VideoEntry,
     avi_truncation,
     decode_clip,
+    run_pool,
     segment_centres,
 )
 
@@ -448,3 +449,13 @@ def test_cli_prepare_reports_what_is_ready_and_names_bad_input(tmp_path, capsys)
     assert main(args) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "v_A.avi: the name does not end in _gNN_cNN" in err
+
+
+def test_a_decoder_crash_is_pinned_on_its_video_and_the_rest_goes_on():
+    items = [f"v{i}" for i in range(30)]
+    items[13] = "boom"
+    results = list(run_pool(segfault_on_boom, items, 2, lambda i: (i, "bad", f"/data/{i}.avi")))
+    assert [r[0] for r in results] == items  # every item once, in order
+    bad = [r for r in results if r[1] == "bad"]
+    assert bad == [("boom", "bad", "/data/boom.avi: the decoder crashed on it (its process died)")]
+    assert all(r[2] == r[0].upper() for r in results if r[1] == "ok")

@@ -49,3 +49,13 @@ def make_ucf50(root: Path, classes=("Biking", "Diving", "Punch"), groups=10, n=2
             guidance[stem] = {str(f): {"text": region} for f in range(0, n, 3)}
     (base / "guidance.json").write_text(json.dumps(guidance))
     return base
+
+
+def segfault_on_boom(item: str):
+    """A pool task that crashes its process on the item "boom", as a decoder segfault."""
+    import os
+    import signal
+
+    if item == "boom":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return item, "ok", item.upper()

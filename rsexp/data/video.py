@@ -25,6 +25,7 @@ import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -323,13 +324,47 @@ class ClipCache:
         if workers == 1 or len(todo) <= 1:
             yield from map(task, todo)
             return
-        # Not fork: a child forked from a process holding decord state can hang. A fork
-        # server that preloads only the workers' code (not the default __main__, the CLI
-        # with torch) starts light workers quickly, and they ignore Ctrl-C.
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["rsexp.data._decode_server"])
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx) as pool:
-            yield from pool.map(task, todo, chunksize=4)
+        yield from run_pool(task, todo, workers, lambda e: (e.clip_id, "bad", e.path))
+
+
+CHUNK = 4  # clips per task sent to a worker
+
+
+def run_pool(task: Callable, items: list, workers: int, crashed: Callable) -> Iterator:
+    """``task`` over ``items`` in worker processes, results in order; a crash is pinned.
+
+    A worker that dies (a decoder crashing on a malformed file, the OOM killer) breaks a
+    process pool. The items in flight then are among the first ``(workers + 1) * CHUNK``
+    unfinished ones (the pool hands out chunks in order, ``workers + 1`` at a time):
+    those are run again one per process, where a crash names its item and yields
+    ``crashed(item)`` with the reason appended, and the rest continue in a new pool.
+
+    Workers come from a fork server, not fork: a child forked from a process holding
+    decord state can hang. The server preloads only the workers' code (not the default
+    ``__main__``, the CLI with torch), so workers start light, and they ignore Ctrl-C.
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["rsexp.data._decode_server"])
+    todo = list(items)
+    while todo:
+        finished = 0
+        try:
+            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx) as pool:
+                for result in pool.map(task, todo, chunksize=CHUNK):
+                    finished += 1
+                    yield result
+            return
+        except BrokenProcessPool:
+            rest = todo[finished:]
+            n = (workers + 1) * CHUNK
+            suspects, todo = rest[:n], rest[n:]
+            for item in suspects:
+                with ProcessPoolExecutor(1, mp_context=ctx) as one:
+                    try:
+                        yield one.submit(task, item).result()
+                    except BrokenProcessPool:
+                        *head, where = crashed(item)
+                        yield (*head, f"{where}: the decoder crashed on it (its process died)")
 
 
 class CachedClips:
