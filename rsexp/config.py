@@ -64,7 +64,7 @@ class DataConfig:
     # one at random (TSN-style jitter). 1 = the same uniformly spaced frames every epoch.
     temporal_jitter: int = 2
     # Decoded-clip cache; "" = <root>/<name>/cache. Frames stored as "jpeg" (quality 90,
-    # ~10x smaller) or raw "npy". Processes decoding it; 0 = all cores.
+    # ~5x smaller) or raw "npy". Processes decoding it; 0 = all cores.
     cache_dir: str = ""
     cache_format: str = "jpeg"
     decode_workers: int = 0
