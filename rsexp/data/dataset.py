@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from rsexp.data.transforms import SpatialAugment, to_float
+from rsexp.data.video import CachedClips
 
 
 class ClipDataset(Dataset):
@@ -24,8 +23,8 @@ class ClipDataset(Dataset):
 
     Args:
         video_ids: one id per clip.
-        videos: [V, K, H, W, 3] uint8 array, or a sequence whose item ``i`` is clip
-            ``i``'s [K, H, W, 3] uint8 frames (e.g. :class:`rsexp.data.video.CachedClips`).
+        videos: [V, K, H, W, 3] uint8 array, or a
+            :class:`rsexp.data.video.CachedClips` (read from disk per item).
         labels: [V] int.
         masks: [V, K, N] bool guidance on the stored frames (all False without guidance).
         choices: candidate frames per segment (K / T).
@@ -37,7 +36,7 @@ class ClipDataset(Dataset):
     def __init__(
         self,
         video_ids,
-        videos: np.ndarray | Sequence,
+        videos: np.ndarray | CachedClips,
         labels,
         masks,
         choices: int = 1,
@@ -64,10 +63,12 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.video_ids)
 
-    def stored(self, i: int) -> torch.Tensor:
-        """Clip ``i``'s stored frames, [K, H, W, 3] uint8."""
-        v = self.videos[i]
-        return v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v))
+    def stored(self, i: int, pick: torch.Tensor) -> torch.Tensor:
+        """Frames ``pick`` [T] of clip ``i``'s stored ones, [T, H, W, 3] uint8; from the
+        cache only those are read."""
+        if isinstance(self.videos, torch.Tensor):
+            return self.videos[i][pick]
+        return torch.from_numpy(self.videos.frames(i, pick.numpy()))
 
     def frame_choice(self, i: int, gen: torch.Generator | None = None) -> torch.Tensor:
         """Indices [T] into clip ``i``'s stored frames: random per segment with ``gen``,
@@ -83,14 +84,14 @@ class ClipDataset(Dataset):
     def clip(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The evaluation view of clip ``i``: frames [T, H, W, 3] uint8 and mask [T, N]."""
         pick = self.frame_choice(i)
-        return self.stored(i)[pick], self.masks[i][pick]
+        return self.stored(i, pick), self.masks[i][pick]
 
     def __getitem__(self, i: int) -> dict:
         gen = None
         if self.train:
             gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF)
         pick = self.frame_choice(i, gen)
-        video, mask = to_float(self.stored(i)[pick]), self.masks[i][pick]
+        video, mask = to_float(self.stored(i, pick)), self.masks[i][pick]
         if self.augment is not None and gen is not None:
             video, mask = self.augment(video, mask, gen)
         return {

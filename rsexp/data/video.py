@@ -184,16 +184,20 @@ def save_frames(path: Path, frames: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def load_frames(path: Path) -> np.ndarray:
-    """Read what :func:`save_frames` wrote: [K, S, S, 3] uint8."""
+def load_frames(path: Path, idx=None) -> np.ndarray:
+    """Read what :func:`save_frames` wrote: [K, S, S, 3] uint8, or only the frames
+    ``idx`` (a training item uses one of the ``temporal_jitter`` candidates per segment,
+    so only those are read or JPEG-decoded)."""
     if path.suffix == ".npy":
-        return np.load(path)
+        frames = np.load(path, mmap_mode="r")
+        return np.array(frames if idx is None else frames[np.asarray(idx)])
     with np.load(path) as z:
         data, offsets = z["data"], z["offsets"]
+    pick = range(len(offsets) - 1) if idx is None else idx
     return np.stack(
         [
-            np.asarray(Image.open(io.BytesIO(data[a:b].tobytes())).convert("RGB"))
-            for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+            np.asarray(Image.open(io.BytesIO(data[offsets[t] : offsets[t + 1]])).convert("RGB"))
+            for t in pick
         ]
     )
 
@@ -381,3 +385,7 @@ class CachedClips:
 
     def __getitem__(self, i: int) -> np.ndarray:
         return load_frames(self.files[i])
+
+    def frames(self, i: int, idx) -> np.ndarray:
+        """Only the frames ``idx`` of clip ``i``."""
+        return load_frames(self.files[i], idx)

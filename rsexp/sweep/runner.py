@@ -276,11 +276,9 @@ def sweep(
     if trials is not None:
         overrides = [*overrides, f"sweep.trials={trials}"]
     cfg = load_config(config, overrides)
-    from rsexp.data import check_available
-
-    check_available(cfg.data)
-    # Read the index, decode the clip cache and check the guidance once, here, so the
-    # workers start on a warm cache and a data problem stops the sweep before any trial.
+    # Check the data is there, read the index, decode the clip cache and load the guidance
+    # once, here: the workers start on a warm cache and a data problem (missing data
+    # first) stops the sweep before anything is created.
     prepare(cfg, console)
     study_name = study_name or f"{cfg.experiment}-{cfg.model.name}"
     storage_url = storage or default_storage(cfg)
