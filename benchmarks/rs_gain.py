@@ -15,6 +15,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
 
 from rich.console import Console
 from rich.progress import Progress
@@ -50,7 +51,10 @@ def main(argv=None) -> int:
     results: dict[str, list[dict]] = {m: [] for m in methods}
     console = Console()
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(args.workers) as pool, Progress(console=console) as progress:
+    with (
+        ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool,
+        Progress(console=console) as progress,
+    ):
         task = progress.add_task("training runs", total=len(jobs))
         futures = {
             pool.submit(

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rsexp.config import load_config
-from rsexp.experiment import Experiment, new_run_id, save_config
+from rsexp.experiment import train
 
 SETTINGS = {
     "local only, no overlays": ["track.backends=[]", "track.overlays.num_clips=0"],
@@ -32,22 +32,12 @@ SETTINGS = {
 def time_run(config: str, overrides: list[str], runs_dir: str) -> tuple[float, float, float]:
     """(mean epoch cycle after the first, mean train + eval, end-of-run seconds)."""
     cfg = load_config(config, [*overrides, f"train.runs_dir={runs_dir}", "train.threads=2"])
-    run_dir = __import__("pathlib").Path(runs_dir) / cfg.experiment / new_run_id(cfg)
-    run_dir.mkdir(parents=True)
-    save_config(cfg, run_dir / "config.yaml")
-    exp = Experiment(cfg, run_dir, Console(file=io.StringIO()))
-    exp.start_tracking()
-    exp.setup()
-    exp.log_params()
-    ends: list[float] = []
-    log_epoch = exp.tracker.log_epoch
-
-    def timed(record, images):
-        log_epoch(record, images)
-        ends.append(time.perf_counter())
-
-    exp.tracker.log_epoch = timed
-    result = exp.run()
+    ends: list[float] = []  # each epoch's end: checkpointed and handed to the trackers
+    result = train(
+        cfg,
+        console=Console(file=io.StringIO()),
+        on_epoch=lambda r: ends.append(time.perf_counter()),
+    )
     tail = time.perf_counter() - ends[-1]
     cycle = statistics.mean(b - a for a, b in zip(ends, ends[1:], strict=False))
     return cycle, statistics.mean(h["time/epoch_s"] for h in result.history[1:]), tail

@@ -6,13 +6,30 @@ import argparse
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from rsexp.config import ConfigError, load_config
+from rsexp.core.checkpoint import CheckpointError
+from rsexp.core.registry import UnknownNameError
 from rsexp.data import VideoDecodeError
 from rsexp.data.real import DatasetLayoutError
 from rsexp.experiment import Interrupted
 from rsexp.guidance.store import GuidanceFormatError
 from rsexp.track import TrackingError
+
+# Errors that mean "the input is wrong" (config, data, guidance, a checkpoint, a
+# tracker): one clear line and exit 2. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (
+    ConfigError,
+    FileNotFoundError,
+    FileExistsError,
+    UnknownNameError,
+    CheckpointError,
+    TrackingError,
+    DatasetLayoutError,
+    VideoDecodeError,
+    GuidanceFormatError,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     sw.add_argument("--storage", default=None, help="Optuna RDB URL (default SQLite in runs/)")
     sw.add_argument("--study", default=None, help="study name (default <dataset>-<model>)")
+    sw.add_argument(
+        "--reports",
+        default=None,
+        help="folder for the tables (default runs/<experiment>/sweep-<study>/reports)",
+    )
     sw.add_argument("overrides", nargs="*")
 
     wk = sub.add_parser("sweep-worker", help=argparse.SUPPRESS)
@@ -85,23 +107,28 @@ def main(argv: list[str] | None = None) -> int:
                 console=console,
             )
         elif args.command == "sweep":
-            from rsexp.sweep.runner import sweep
+            from rsexp.sweep.driver import SweepStopped, sweep
 
-            sweep(
-                args.config,
-                args.overrides,
-                trials=args.trials,
-                workers=args.workers,
-                storage=args.storage,
-                study_name=args.study,
-                console=console,
-            )
+            try:
+                sweep(
+                    args.config,
+                    args.overrides,
+                    trials=args.trials,
+                    workers=args.workers,
+                    storage=args.storage,
+                    study_name=args.study,
+                    reports=args.reports,
+                    console=console,
+                )
+            except SweepStopped as e:
+                err.print("[red]sweep stopped:[/]", escape(str(e)))
+                return 1
         elif args.command == "prepare":
             from rsexp.experiment import prepare
 
             prepare(load_config(args.config, args.overrides), console)
         elif args.command == "sweep-worker":
-            from rsexp.sweep.runner import run_worker
+            from rsexp.sweep.worker import run_worker
 
             run_worker(args.config, args.overrides, args.study, args.storage, console)
         elif args.command == "models":
@@ -118,17 +145,8 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = load_config(args.config, args.overrides)
             console.print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-    except (
-        ConfigError,
-        FileNotFoundError,
-        FileExistsError,
-        KeyError,
-        TrackingError,
-        DatasetLayoutError,
-        VideoDecodeError,
-        GuidanceFormatError,
-    ) as e:
-        err.print(f"[red]error:[/] {e.args[0] if isinstance(e, KeyError) else e}")
+    except USER_ERRORS as e:
+        err.print("[red]error:[/]", escape(str(e)))
         return 2
     except Interrupted:
         return 130  # checkpointed, marked KILLED, resume command already printed

@@ -16,14 +16,15 @@ from typing import Any, Literal
 
 import yaml
 
+from rsexp.core.settings import (
+    ConfigError,
+    LossConfig,
+    ModelConfig,
+    SegmentsConfig,
+)
+from rsexp.core.settings import check as _check
 
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the key."""
-
-
-def _check(cond: bool, key: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {msg}")
+__all__ = ["Config", "ConfigError", "LossConfig", "ModelConfig", "SegmentsConfig", "load_config"]
 
 
 @dataclass(frozen=True)
@@ -100,71 +101,6 @@ class GuidanceConfig:
         _check(0.0 <= self.coverage <= 1.0, "guidance.coverage", "must be in [0, 1]")
         _check(self.grid >= 1, "guidance.grid", "must be >= 1")
         _check(self.max_frame_gap >= 0, "guidance.max_frame_gap", "must be >= 0")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str = "tsvit"
-    embed_dim: int = 64
-    depth: int = 4
-    temporal_depth: int = 2
-    num_heads: int = 4
-    mlp_ratio: float = 2.0
-    # 0 = one patch per guidance cell (TSViT's g_h x g_w token grid, paper §2.1).
-    patch_size: int = 0
-    tubelet: int = 1
-    drop_rate: float = 0.0
-    drop_path: float = 0.0
-    # Spatial layer whose CLS->patch attention is supervised (negative counts from the end).
-    attn_layer: int = -1
-    # K != N: "area" pools attention mass onto the guidance grid; "pad_truncate" is the
-    # paper's/released code's zero-pad or truncate (§2.3), kept for comparison.
-    attn_to_grid: Literal["area", "pad_truncate"] = "area"
-    # Local file with ImageNet ViT-B/16 or K400 TimeSformer weights ("" = random init).
-    pretrained: str = ""
-
-    def __post_init__(self):
-        _check(self.embed_dim % self.num_heads == 0, "model.embed_dim", "must divide by num_heads")
-        _check(self.depth >= 1, "model.depth", "must be >= 1")
-        _check(self.patch_size >= 0, "model.patch_size", "must be >= 0")
-        _check(self.tubelet >= 1, "model.tubelet", "must be >= 1")
-
-
-@dataclass(frozen=True)
-class SegmentsConfig:
-    """Paper §2.3.2: immediate = first 20 %, contextual = middle 60 %, narrative = all."""
-
-    immediate: float = 0.2
-    contextual: float = 0.6
-    # Released code takes the immediate segment from the end of the clip.
-    immediate_at: Literal["start", "end"] = "start"
-
-    def __post_init__(self):
-        _check(0.0 < self.immediate <= 1.0, "loss.segments.immediate", "must be in (0, 1]")
-        _check(0.0 < self.contextual <= 1.0, "loss.segments.contextual", "must be in (0, 1]")
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    lambda_s: float = 1.0
-    lambda_t: float = 0.5
-    tau: float = 1.0
-    eps: float = 1e-8
-    segments: SegmentsConfig = field(default_factory=SegmentsConfig)
-    # "mean" is the paper's consensus (§2.3.2); "sharpened" is the released code's
-    # power-sharpened, renormalised consensus.
-    consensus: Literal["mean", "sharpened"] = "mean"
-    consensus_power: float = 2.0
-    # "clip": CE on the clip logits (paper); "all_levels": CE on all three heads (released).
-    ce_on: Literal["clip", "all_levels"] = "clip"
-    # Spatial loss every k-th training step (paper: 1; released code: 10).
-    spatial_every: int = 1
-
-    def __post_init__(self):
-        _check(self.lambda_s >= 0, "loss.lambda_s", "must be >= 0")
-        _check(self.lambda_t >= 0, "loss.lambda_t", "must be >= 0")
-        _check(self.tau > 0, "loss.tau", "must be > 0")
-        _check(self.spatial_every >= 1, "loss.spatial_every", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -311,12 +247,16 @@ class SweepConfig:
     # re-run, continuing its tracked run from the last checkpoint.
     heartbeat_interval: int = 10
     grace_period: int = 30
+    # Stop the sweep when this many trials in a row fail with the same error (a bug or a
+    # data problem, not a bad region of the search space); 0 = never.
+    stop_after_failures: int = 3
     space: SearchSpace = field(default_factory=SearchSpace)
 
     def __post_init__(self):
         _check(self.trials >= 1, "sweep.trials", "must be >= 1")
         _check(self.epochs >= 0, "sweep.epochs", "must be >= 0")
         _check(len(self.confirm_seeds) >= 1, "sweep.confirm_seeds", "needs at least one seed")
+        _check(self.stop_after_failures >= 0, "sweep.stop_after_failures", "must be >= 0")
 
 
 @dataclass(frozen=True)

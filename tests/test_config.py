@@ -8,7 +8,15 @@ SWEEPS = sorted(Path(__file__).parent.parent.joinpath("sweeps").glob("*.yaml"))
 
 
 def test_defaults_and_overrides():
-    cfg = load_config(None, ["loss.lambda_s=0.25", "loss.segments.immediate=0.3", "train.seed=7"])
+    cfg = load_config(
+        None,
+        [
+            "loss.lambda_s=0.25",
+            "loss.segments.immediate=0.3",
+            "loss.segments.contextual=0.4",
+            "train.seed=7",
+        ],
+    )
     assert cfg.loss.lambda_s == 0.25
     assert cfg.loss.segments.immediate == 0.3
     assert cfg.train.seed == 7

@@ -5,33 +5,30 @@ import rsexp.core.models  # noqa: F401
 from rsexp.core.attn_grid import AttentionToGrid, area_pool_matrix
 from rsexp.core.losses import spatial_alignment_loss, temporal_consistency_loss
 from rsexp.core.models import load_pretrained
-from rsexp.core.registry import create_model, list_models
+from rsexp.core.registry import UnknownNameError, create_model, list_models
+from rsexp.core.settings import ModelConfig
 
 B, T, C, S = 2, 4, 5, 16
-KW = dict(
-    num_classes=C,
-    num_frames=T,
-    img_size=S,
-    guidance_grid=4,
-    embed_dim=16,
-    depth=2,
-    temporal_depth=1,
-    num_heads=2,
-    mlp_ratio=2.0,
-)
+SMALL = dict(embed_dim=16, depth=2, temporal_depth=1, num_heads=2, mlp_ratio=2.0)
+
+
+def make(name: str, img_size: int = S, **over):
+    """A small registered model on [B, T, 3, S, S] clips of C classes."""
+    cfg = ModelConfig(name=name, **{**SMALL, **over})
+    return create_model(cfg, num_classes=C, num_frames=T, img_size=img_size, guidance_grid=4)
 
 
 def test_registry_lists_all_models_and_rejects_unknown():
     assert {"tsvit", "vivit", "timesformer"} <= set(list_models())
-    with pytest.raises(KeyError, match="valid models: .*tsvit"):
-        create_model("resnet50", **KW)
+    with pytest.raises(UnknownNameError, match="valid models: .*tsvit"):
+        make("resnet50")
 
 
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("attn_to_grid", ["area", "pad_truncate"])
 def test_forward_backward_every_parameter_gets_a_gradient(name, attn_to_grid):
     torch.manual_seed(0)
-    model = create_model(name, attn_to_grid=attn_to_grid, **KW)
+    model = make(name, attn_to_grid=attn_to_grid)
     x = torch.randn(B, T, 3, S, S)
     out = model(x)
     assert out.logits.shape == (B, C)
@@ -63,7 +60,7 @@ def test_only_the_supervised_layer_uses_explicit_attention(monkeypatch):
         "scaled_dot_product_attention",
         lambda *a, **k: calls.append(1) or real(*a, **k),
     )
-    model = create_model("tsvit", **KW)  # 2 spatial + 1 temporal layer, 3 temporal passes
+    model = make("tsvit")  # 2 spatial + 1 temporal layer, 3 temporal passes
     model(torch.randn(B, T, 3, S, S))
     assert len(calls) == 1 + 3  # spatial layer 0 fused, layer 1 explicit; temporal fused
 
@@ -89,7 +86,7 @@ def test_pad_truncate_is_the_papers_form():
 
 
 def test_vivit_tubelet_attention_covers_every_frame():
-    model = create_model("vivit", tubelet=2, **KW)
+    model = make("vivit")  # its own tubelet: 2 frames
     out = model(torch.randn(B, T, 3, S, S))
     assert out.attn.shape == (B, T, 16)
     torch.testing.assert_close(out.attn[:, 0], out.attn[:, 1])
@@ -107,7 +104,7 @@ def test_timesformer_loads_vit_layout(tmp_path):
         num_classes=10,
     )
     torch.save(vit.state_dict(), tmp_path / "vit.pth")
-    model = create_model("timesformer", **{**KW, "img_size": 16, "patch_size": 8})
+    model = make("timesformer", img_size=16, patch_size=8)
     report = load_pretrained(model, tmp_path / "vit.pth")
     assert report["unexpected"] == []
     assert set(report["missing"]) == {"time_embed", "head.weight", "head.bias"} | {

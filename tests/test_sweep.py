@@ -101,12 +101,26 @@ def test_cli_sweep_three_trials(tiny, tmp_path, monkeypatch):
             t.user_attrs["mlflow_run_id"]
             == json.loads((run_dir / "trackers.json").read_text())["mlflow"]["run_id"]
         )
-    comparison = (tmp_path / "reports" / "synthetic" / "comparison.md").read_text()
+    comparison = (
+        tmp_path / "runs" / "synthetic" / "sweep-synthetic-tsvit" / "reports" / "comparison.md"
+    ).read_text()
     assert "| TSViT |" in comparison and "| TSViT + RS |" in comparison and "±" in comparison
-    ablation = (tmp_path / "reports" / "synthetic" / "ablation.md").read_text()
+    ablation = (
+        tmp_path / "runs" / "synthetic" / "sweep-synthetic-tsvit" / "reports" / "ablation.md"
+    ).read_text()
     for row in ("CE only", "+ spatial", "+ temporal", "+ both"):
         assert f"| {row} |" in ablation
-    assert "\\toprule" in (tmp_path / "reports" / "synthetic" / "comparison.tex").read_text()
+    assert (
+        "\\toprule"
+        in (
+            tmp_path
+            / "runs"
+            / "synthetic"
+            / "sweep-synthetic-tsvit"
+            / "reports"
+            / "comparison.tex"
+        ).read_text()
+    )
     # MLflow: one parent run per sweep; trials and confirmation runs are its children
     from mlflow import MlflowClient
 
@@ -269,3 +283,25 @@ def test_interrupt_and_rerun_finishes_exactly_the_budget(tiny, tmp_path, monkeyp
     resumed = [t for t in finished if t.user_attrs.get("resume_of") == 0]
     assert len(resumed) == 1 and resumed[0].user_attrs["run_dir"] == str(first)
     assert [r["epoch"] for r in read_metrics(first)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_sweep_whose_trials_all_fail_the_same_way_stops_and_says_why(
+    tiny, tmp_path, monkeypatch, capsys
+):
+    """Every trial hits the same error (here: weights for the wrong model): the sweep
+    stops after sweep.stop_after_failures of them instead of spending its budget."""
+    monkeypatch.chdir(tmp_path)
+    bad = [*tiny, *FAST, "track.backends=[local]", f"model.pretrained={tmp_path / 'w.pth'}"]
+    code = main(
+        ["sweep", "--config", CONFIG, "--trials", "6", *bad, "sweep.stop_after_failures=2"]
+    )
+    assert code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "stopped before its budget" in err and "'timesformer' only" in err
+    trials = study_of(tmp_path).get_trials()
+    assert len(trials) == 2 and all(t.state == TrialState.FAIL for t in trials)
+    assert all("'timesformer' only" in t.user_attrs["fail_reason"] for t in trials)
+    # each failed trial's run folder says so too
+    for t in trials:
+        summary = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
+        assert summary["status"] == "failed" and "'timesformer' only" in summary["error"]

@@ -326,6 +326,7 @@ def test_interrupt_mid_epoch_resumes_exactly(tiny, tmp_path, monkeypatch):
     """KeyboardInterrupt in the 3rd batch of epoch 2: the checkpoint keeps the 2 batches
     already trained, and the resumed run ends exactly as an uninterrupted one."""
     import rsexp.experiment as ex
+    import rsexp.experiment.loop as loop
     from rsexp.core.checkpoint import load_checkpoint
 
     over = [
@@ -336,7 +337,7 @@ def test_interrupt_mid_epoch_resumes_exactly(tiny, tmp_path, monkeypatch):
         "data.synthetic.num_train=40",
     ]
     reference = train(load_config(CONFIG, [*over, f"train.runs_dir={tmp_path / 'ref'}"]))
-    real, calls = ex.train_step, {"n": 0}
+    real, calls = loop.train_step, {"n": 0}
 
     def flaky(*args, **kw):
         calls["n"] += 1
@@ -344,10 +345,10 @@ def test_interrupt_mid_epoch_resumes_exactly(tiny, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kw)
 
-    monkeypatch.setattr(ex, "train_step", flaky)
+    monkeypatch.setattr(loop, "train_step", flaky)
     with pytest.raises(ex.Interrupted):
         train(load_config(CONFIG, over), run_dir=tmp_path / "runs" / "cut")
-    monkeypatch.setattr(ex, "train_step", real)
+    monkeypatch.setattr(loop, "train_step", real)
     state = load_checkpoint(tmp_path / "runs" / "cut" / "checkpoints" / "last.pt")
     assert state["epoch"] == 1
     assert state["partial"]["epoch"] == 2 and state["partial"]["batches_done"] == 2

@@ -6,6 +6,7 @@ import torch
 from rsexp.cli import main
 from rsexp.config import load_config
 from rsexp.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from rsexp.core.registry import UnknownNameError
 from rsexp.core.step import NonFiniteLossError
 from rsexp.experiment import resume, train
 from rsexp.track.local import read_metrics
@@ -58,7 +59,7 @@ def test_cli_bad_override_exits_2_naming_the_key(tiny, capsys):
 
 def test_unknown_model_lists_valid_names(tiny):
     cfg = load_config(CONFIG, [*tiny, "model.name=resnet"])
-    with pytest.raises(KeyError, match="valid models"):
+    with pytest.raises(UnknownNameError, match="valid models"):
         train(cfg)
 
 
@@ -108,3 +109,19 @@ def test_checkpoint_is_atomic_and_versioned(tmp_path):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "none.pt")
+
+
+def test_a_bug_keeps_its_traceback_a_user_error_does_not(tiny, monkeypatch, capsys):
+    """The CLI turns input errors into one line and exit 2; a KeyError from a bug is not
+    an input error and must surface with its traceback."""
+    import rsexp.experiment.run as run
+
+    def broken(*a, **k):
+        raise KeyError("some_internal_key")
+
+    monkeypatch.setattr(run, "build_run", broken)
+    with pytest.raises(KeyError, match="some_internal_key"):
+        main(["train", "--config", CONFIG, *tiny, "track.backends=[]"])
+    monkeypatch.undo()
+    assert main(["train", "--config", CONFIG, *tiny, "model.name=resnet"]) == 2
+    assert "valid models" in capsys.readouterr().err

@@ -422,9 +422,16 @@ def test_sweep_on_a_real_video_dataset_writes_its_tables(tmp_path, monkeypatch):
         "sweep.ablation_seeds=[0]",
     ]
     assert main(args) == 0
-    comparison = (tmp_path / "reports" / "ucf50" / "comparison.md").read_text()
+    comparison = (
+        tmp_path / "runs" / "ucf50" / "sweep-ucf50-tsvit" / "reports" / "comparison.md"
+    ).read_text()
     assert "| TSViT |" in comparison and "| TSViT + RS |" in comparison
-    assert "| + both |" in (tmp_path / "reports" / "ucf50" / "ablation.md").read_text()
+    assert (
+        "| + both |"
+        in (
+            tmp_path / "runs" / "ucf50" / "sweep-ucf50-tsvit" / "reports" / "ablation.md"
+        ).read_text()
+    )
     # the driver decoded the cache once; the workers and confirmation runs reused it
     metas = list((tmp_path / "data" / "ucf50" / "cache").glob("*/meta.jsonl"))
     assert sorted(len(m.read_text().splitlines()) for m in metas) == [15, 15]

@@ -11,26 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsexp.core.losses import spatial_alignment_loss, temporal_consistency_loss
-from rsexp.core.metrics import topk_correct
+from rsexp.core.metrics import Sums, spatial_kl_sums, topk_sums
 from rsexp.core.models.output import VideoOutput
+from rsexp.core.settings import LossConfig
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the terms."""
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """The loss knobs the step needs (mirrors ``LossConfig``; the core does not import it)."""
-
-    lambda_s: float = 1.0
-    lambda_t: float = 0.5
-    tau: float = 1.0
-    eps: float = 1e-8
-    consensus: str = "mean"
-    consensus_power: float = 2.0
-    ce_on: str = "clip"
-    spatial_every: int = 1
 
 
 def rs_losses(
@@ -38,7 +25,7 @@ def rs_losses(
     labels: torch.Tensor,
     mask: torch.Tensor,
     frame_valid: torch.Tensor,
-    w: LossWeights,
+    w: LossConfig,
     with_spatial: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Named loss terms; total = CE + lambda_s * L_spatial + lambda_t * L_temporal (§2.3).
@@ -47,7 +34,7 @@ def rs_losses(
         out: model outputs (clip logits [B, C], level logits, attention [B, T, N]).
         labels: [B] class indices.
         mask: [B, T, N] guidance cells; frame_valid: [B, T].
-        w: loss weights and variants.
+        w: the loss settings (weights, temperature, released-code variants).
         with_spatial: False on steps where the spatial term is skipped
             (``spatial_every`` > 1, the released code's schedule).
     """
@@ -65,6 +52,7 @@ def rs_losses(
     temporal = temporal_consistency_loss(
         lv["im"], lv["ctx"], lv["nar"], w.tau, w.consensus, w.consensus_power
     )
+    # paper §2.3: the weighted total
     total = ce + w.lambda_s * spatial + w.lambda_t * temporal
     return {"loss": total, "loss/ce": ce, "loss/spatial": spatial, "loss/temporal": temporal}
 
@@ -86,14 +74,17 @@ def train_step(
     model: nn.Module,
     batch: dict,
     optimizer: torch.optim.Optimizer,
-    w: LossWeights,
+    w: LossConfig,
     *,
     step: int,
     lr: float,
     grad_clip: float = 0.0,
     amp: bool = True,
-) -> dict[str, float]:
-    """One optimisation step. Returns every loss term, ``grad_norm`` and ``lr`` as floats.
+) -> Sums:
+    """One optimisation step. Returns named ``(sum, count)`` pairs: every loss term and
+    ``grad_norm`` weighted by the batch size, except ``loss/spatial``, weighted by the
+    number of guided frames (a batch without guidance adds nothing to its mean rather
+    than pulling it towards 0).
 
     Raises:
         NonFiniteLossError: before any parameter is touched, if a loss term is not finite.
@@ -125,15 +116,23 @@ def train_step(
             torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None])
         )
     optimizer.step()
-    return {**values, "grad_norm": float(norm), "lr": lr}
+    B = len(batch["label"])
+    sums: Sums = {k: (v * B, B) for k, v in values.items()}
+    guided = int((batch["frame_valid"] & batch["mask"].any(-1)).sum())
+    if step % w.spatial_every == 0:
+        sums["loss/spatial"] = (values["loss/spatial"] * guided, guided)
+    else:
+        del sums["loss/spatial"]  # not computed on this step
+    sums["grad_norm"] = (float(norm) * B, B)
+    return sums
 
 
 @torch.no_grad()
-def eval_step(model: nn.Module, batch: dict, w: LossWeights, amp: bool = True) -> dict:
-    """Forward only. Returns summed counts for exact dataset-level means:
-    ``n``, ``top1``, ``top5`` (correct counts), ``clip_loss`` (CE summed over clips),
-    ``spatial_sum`` / ``spatial_frames`` (attention-guidance KL over guided frames), and
-    the outputs for rendering (``logits``, ``attn``).
+def eval_step(model: nn.Module, batch: dict, w: LossConfig, amp: bool = True) -> EvalOutput:
+    """Forward only. Returns named ``(sum, count)`` pairs, so that the caller's reduction
+    (over batches, or across processes with one ``all_reduce``) gives exact dataset
+    means: ``top1``/``top5`` (%), ``clip_loss`` (CE per clip), ``loss_spatial``
+    (attention-guidance KL per guided frame); and the outputs for rendering.
     """
     device = next(model.parameters()).device
     batch = to_device(batch, device)
@@ -142,17 +141,19 @@ def eval_step(model: nn.Module, batch: dict, w: LossWeights, amp: bool = True) -
         out = model(batch["video"])
     labels = batch["label"]
     logits = out.logits.float()
-    hits = topk_correct(logits, labels, (1, 5))
-    valid = batch["frame_valid"] & batch["mask"].any(-1)
-    n_frames = int(valid.sum())
-    spatial = spatial_alignment_loss(out.attn.float(), batch["mask"], valid, w.eps)
-    return {
-        "n": labels.shape[0],
-        "top1": hits[1],
-        "top5": hits[5],
-        "clip_loss": float(F.cross_entropy(logits, labels, reduction="sum")),
-        "spatial_sum": float(spatial) * n_frames,
-        "spatial_frames": n_frames,
-        "logits": logits,
-        "attn": out.attn.float(),
+    attn = out.attn.float()
+    sums: Sums = {
+        **topk_sums(logits, labels, (1, 5)),
+        "clip_loss": (float(F.cross_entropy(logits, labels, reduction="sum")), len(labels)),
+        "loss_spatial": spatial_kl_sums(attn, batch["mask"], batch["frame_valid"], w.eps),
     }
+    return EvalOutput(sums, logits, attn)
+
+
+@dataclass
+class EvalOutput:
+    """``sums``: ``{name: (sum, count)}``; ``logits`` [B, C]; ``attn`` [B, T, N]."""
+
+    sums: Sums
+    logits: torch.Tensor
+    attn: torch.Tensor

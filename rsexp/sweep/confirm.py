@@ -1,9 +1,15 @@
-"""After the trials: the best knobs and the baseline over seeds, the ablation, tables."""
+"""After the trials: the best knobs and the baseline over seeds, the ablation, tables.
+
+Confirmation runs are trained in processes *spawned* fresh: the driver has already run
+torch (the guidance crop of real videos), and a process forked after torch's thread
+pools have started can deadlock in its first parallel op.
+"""
 
 from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -12,63 +18,30 @@ from rich.console import Console
 from rich.progress import Progress
 
 from rsexp.config import Config, load_config
+from rsexp.report.labels import ABLATION, ROW_LABELS, model_name
+from rsexp.report.tables import write_ablation, write_comparison
 from rsexp.sweep import space as sp
-
-ABLATION = ("ce", "spatial", "temporal", "both")  # paper components
-DISPLAY = {"tsvit": "TSViT", "vivit": "ViViT", "timesformer": "TimeSformer"}
-LABELS = {
-    "baseline": "baseline",
-    "rs": "RS (best)",
-    "ce": "CE only",
-    "spatial": "+ spatial",
-    "temporal": "+ temporal",
-    "both": "+ both",
-}
+from rsexp.sweep.common import PARENT_ATTR, SweepPaths, run_tags
+from rsexp.track.parent import finish_parent_run
 
 
 def _run_one(config, overrides: list[str], run_dir: str) -> dict:
     """Train or finish one confirmation run (idempotent: a finished run is read back)."""
-    from rsexp.experiment import resume, train
+    from rsexp.experiment import run_or_resume
 
-    run_dir = Path(run_dir)
-    summary = run_dir / "summary.json"
-    if summary.is_file() and json.loads(summary.read_text()).get("status") == "finished":
-        return json.loads(summary.read_text())
-    quiet = Console(file=io.StringIO())
-    if (run_dir / "checkpoints" / "last.pt").is_file():
-        return resume(run_dir, console=quiet).summary
-    return train(load_config(config, overrides), run_dir=run_dir, console=quiet).summary
+    cfg = load_config(config, overrides)
+    return run_or_resume(cfg, run_dir, console=Console(file=io.StringIO())).summary
 
 
-def confirm(
-    cfg: Config,
-    overrides: list[str],
-    config,
-    study: optuna.Study,
-    paths,
-    workers: int,
-    console: Console,
-) -> dict:
-    from rsexp.report.tables import write_ablation, write_comparison
-    from rsexp.sweep.runner import PARENT_ATTR, _tags
-
-    try:
-        best = study.best_trial
-    except ValueError:
-        raise RuntimeError(
-            f"study {study.study_name} has no completed trial to confirm; "
-            f"see {paths.root}/worker-*.log"
-        ) from None
-    knobs = best.user_attrs.get("knobs") or sp.knobs_from_params(best.params, cfg.sweep.space)
-    parent = study.user_attrs.get(PARENT_ATTR)
-    # Rows -> (knobs, seeds). The comparison uses the best knobs as found (a term the
-    # sweep switched off stays off); an ablation row with a term on uses the best weight,
-    # or the base config's (the paper's) when the sweep switched that term off.
+def confirmation_rows(cfg: Config, knobs: dict) -> dict[str, tuple[dict, tuple[int, ...]]]:
+    """Rows -> (knobs, seeds). The comparison uses the best knobs as found (a term the
+    sweep switched off stays off); an ablation row with a term on uses the best weight,
+    or the base config's (the paper's) when the sweep switched that term off."""
     base = sp.knobs_of(cfg)
     on_s = knobs["lambda_s"] or base["lambda_s"]
     on_t = knobs["lambda_t"] or base["lambda_t"]
     conf, abl = cfg.sweep.confirm_seeds, cfg.sweep.ablation_seeds
-    rows = {
+    return {
         "baseline": (dict(knobs, lambda_s=0.0, lambda_t=0.0), conf),
         "rs": (knobs, conf),
         "ce": (dict(knobs, lambda_s=0.0, lambda_t=0.0), abl),
@@ -76,6 +49,26 @@ def confirm(
         "temporal": (dict(knobs, lambda_s=0.0, lambda_t=on_t), abl),
         "both": (dict(knobs, lambda_s=on_s, lambda_t=on_t), abl),
     }
+
+
+def confirm(
+    cfg: Config,
+    overrides: list[str],
+    config,
+    study: optuna.Study,
+    paths: SweepPaths,
+    workers: int,
+    console: Console,
+) -> dict:
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials()):
+        raise RuntimeError(
+            f"study {study.study_name} has no completed trial to confirm; "
+            f"see {paths.root}/worker-*.log"
+        )
+    best = study.best_trial
+    knobs = best.user_attrs.get("knobs") or sp.knobs_from_params(best.params, cfg.sweep.space)
+    parent = study.user_attrs.get(PARENT_ATTR)
+    rows = confirmation_rows(cfg, knobs)
     # identical (knobs, seed) pairs are trained once and shared between rows
     runs: dict[tuple, tuple[str, int]] = {}
     for row, (k, seeds) in rows.items():
@@ -87,12 +80,16 @@ def confirm(
             *sp.to_overrides(dict(key)),
             f"train.seed={seed}",
             *(["train.threads=1"] if workers > 1 else []),
-            *_tags(study.study_name, "confirm", parent, component=name[0]),
+            *run_tags(study.study_name, "confirm", parent, component=name[0]),
         ]
         for (key, seed), name in runs.items()
     }
     results: dict[tuple[str, int], dict] = {}
-    with ProcessPoolExecutor(max(1, workers)) as pool, Progress(console=console) as progress:
+    spawn = multiprocessing.get_context("spawn")
+    with (
+        ProcessPoolExecutor(max(1, workers), mp_context=spawn) as pool,
+        Progress(console=console) as progress,
+    ):
         task = progress.add_task("confirmation runs", total=len(jobs))
         futures = {
             pool.submit(_run_one, config, over, str(paths.confirm(*name))): name
@@ -102,7 +99,7 @@ def confirm(
             name = futures[fut]
             results[name] = fut.result()
             progress.console.print(
-                f"{LABELS[name[0]]:<11} seed {name[1]}: "
+                f"{ROW_LABELS[name[0]]:<11} seed {name[1]}: "
                 f"{cfg.sweep.objective} {results[name][cfg.sweep.objective]:.2f}"
             )
             progress.advance(task)
@@ -111,7 +108,7 @@ def confirm(
         k, seeds = rows[row]
         return [results[runs[(tuple(sorted(k.items())), seed)]] for seed in seeds]
 
-    name = DISPLAY.get(cfg.model.name, cfg.model.name)
+    name = model_name(cfg.model.name)
     paths.reports.mkdir(parents=True, exist_ok=True)
     written = [
         *write_comparison(
@@ -119,7 +116,9 @@ def confirm(
             cfg.data.name,
             {name: summaries("baseline"), f"{name} + RS": summaries("rs")},
         ),
-        *write_ablation(paths.reports, cfg.data.name, {LABELS[m]: summaries(m) for m in ABLATION}),
+        *write_ablation(
+            paths.reports, cfg.data.name, {ROW_LABELS[m]: summaries(m) for m in ABLATION}
+        ),
     ]
     info = {
         "study": study.study_name,
@@ -129,8 +128,16 @@ def confirm(
         "reports": [str(p) for p in written],
     }
     (paths.reports / "sweep.json").write_text(json.dumps(info, indent=1))
-    _finish_parent(cfg, parent, written)
-    console.print((paths.reports / "comparison.md").read_text())
+    finish_parent_run(
+        cfg.track,
+        cfg.train.runs_dir,
+        parent,
+        cfg.experiment,
+        params={f"best.{k}": str(v) for k, v in knobs.items()},
+        metrics={f"best/{cfg.sweep.objective}": float(best.value)},
+        files=[Path(p) for p in written],
+    )
+    console.print((paths.reports / "comparison.md").read_text(), markup=False)
     console.print(
         f"[green]sweep done[/]: best trial {best.number} "
         f"({cfg.sweep.objective} {best.value:.2f}) | wrote "
@@ -138,18 +145,3 @@ def confirm(
         + f" | runs in {paths.root}"
     )
     return info
-
-
-def _finish_parent(cfg: Config, parent: str | None, files: list[Path]) -> None:
-    if not parent:
-        return
-    from rsexp.track.base import RunInfo
-    from rsexp.track.mlflow_writer import MlflowWriter
-
-    writer = MlflowWriter(
-        cfg.track.mlflow.tracking_uri, cfg.track.mlflow.experiment, cfg.train.runs_dir
-    )
-    writer.start(RunInfo(Path("."), "", cfg.experiment, {}, parent))
-    for f in files:
-        writer.log_artifact(f, "reports")
-    writer.finish("FINISHED")

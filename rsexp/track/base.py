@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,12 @@ class Writer(ABC):
     - Metrics and images are logged with ``step = epoch``; :meth:`finish` sets the final
       status (``FINISHED``, ``FAILED`` or ``KILLED``).
     - Failures raise :class:`TrackingError`; a writer never swallows them.
+
+    Optional abilities have defaults here, so callers never probe with ``hasattr``:
+    :meth:`logged_image_steps` (images already held; default: none known, so a resume
+    re-logs them), :meth:`ledger` / :meth:`restore` (what the writer keeps in the run
+    folder's ``trackers.json`` besides its run id, e.g. the epochs an offline W&B run
+    holds, since that run cannot be asked).
     """
 
     name: str = ""
@@ -62,3 +69,22 @@ class Writer(ABC):
 
     @abstractmethod
     def finish(self, status: str) -> None: ...
+
+    def logged_image_steps(self) -> set[tuple[str, int]]:
+        return set()
+
+    def ledger(self) -> dict:
+        return {}
+
+    def restore(self, entry: dict) -> None:  # noqa: B027  (optional: nothing to restore)
+        """Take back what :meth:`ledger` returned last time (``{}`` for a new run)."""
+
+
+_KEY_OK = re.compile(r"[^A-Za-z0-9_\-./ ]")
+
+
+def safe_key(key: str) -> str:
+    """A metric / image key every backend accepts: MLflow allows only alphanumerics,
+    ``_ - . /`` and spaces, so anything else (the ``@`` of Desktop Assembly clip ids,
+    ``:`` ...) becomes ``_``. Applied in one place, by the tracker, for every backend."""
+    return _KEY_OK.sub("_", key)

@@ -41,6 +41,13 @@ class LocalWriter(Writer):
     def logged_epochs(self) -> set[int]:
         return {int(r["epoch"]) for r in read_metrics(self.run_dir)}
 
+    def logged_image_steps(self) -> set[tuple[str, int]]:
+        root = self.run_dir / "overlays"
+        return {
+            (f"overlay/{p.parent.name}", int(p.stem.removeprefix("epoch_")))
+            for p in root.glob("*/epoch_*.png")
+        }
+
     def rewrite(self, history: list[dict]) -> None:
         """Make ``metrics.jsonl`` hold exactly ``history`` (resume: checkpoint is truth)."""
         tmp = self.path.with_name(f".{self.path.name}.tmp")

@@ -63,3 +63,45 @@ def render_overlay(
         fill=(0, 120, 0) if ok else (200, 0, 0),
     )
     return np.asarray(strip)
+
+
+def pick_overlay_clips(val, n: int) -> list[int]:
+    """``n`` fixed validation clips for the overlays, one class after another, so the
+    step slider shows the same clips every epoch; clips with guidance first (their cells
+    are outlined), and a class with no guided clip still gets an unguided one."""
+    guided = [bool(val.masks[i].any()) for i in range(len(val))]
+    by_class: dict[int, list[int]] = {}
+    for i in sorted(range(len(val)), key=lambda i: not guided[i]):
+        by_class.setdefault(int(val.labels[i]), []).append(i)
+    order = [
+        c[k]
+        for k in range(max(map(len, by_class.values()), default=0))
+        for c in by_class.values()
+        if k < len(c)
+    ]
+    return order[:n]
+
+
+def overlay_images(
+    val, clips: list[int], logits, attn, class_names: list[str], cell_px: int
+) -> dict[str, tuple[np.ndarray, str]]:
+    """``{"overlay/<clip id>": (image, caption)}`` for ``clips`` of ``val``, given the
+    model's outputs on them: logits [n, C] and attention [n, T, N] (tensors)."""
+    import torch  # the experiment's tensors; imported here to keep this module light
+
+    probs = torch.as_tensor(logits).float().softmax(-1).cpu()
+    images = {}
+    for j, i in enumerate(clips):
+        frames, mask = val.clip(i)
+        true, pred = class_names[int(val.labels[i])], class_names[int(probs[j].argmax())]
+        img = render_overlay(
+            frames.numpy(),
+            attn[j].cpu().numpy(),
+            mask.numpy(),
+            true,
+            pred,
+            float(probs[j].max()),
+            cell_px=cell_px,
+        )
+        images[f"overlay/{val.video_ids[i]}"] = (img, f"true {true}, pred {pred}")
+    return images

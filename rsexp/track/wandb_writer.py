@@ -72,6 +72,12 @@ class WandbWriter(Writer):
     def logged_epochs(self) -> set[int]:
         return set(self.epochs)
 
+    def ledger(self) -> dict:
+        return {"epochs": sorted(self.epochs)}
+
+    def restore(self, entry: dict) -> None:
+        self.epochs = set(entry.get("epochs", []))
+
     def log_params(self, params: dict[str, str]) -> None:
         self.run.config.update(params, allow_val_change=True)
 

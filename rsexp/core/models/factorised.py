@@ -16,6 +16,7 @@ from rsexp.core.attn_grid import AttentionToGrid
 from rsexp.core.models.layers import Block, init_weights, resolve_layer, sincos_1d, sincos_2d
 from rsexp.core.models.output import VideoOutput
 from rsexp.core.segments import LEVELS, segment_slices
+from rsexp.core.settings import ModelConfig, SegmentsConfig
 
 
 class FactorisedVideoViT(nn.Module):
@@ -29,25 +30,20 @@ class FactorisedVideoViT(nn.Module):
 
     def __init__(
         self,
+        cfg: ModelConfig,
+        *,
         num_classes: int,
         num_frames: int,
         img_size: int,
         patch_size: int,
-        guidance_grid: int = 4,
-        tubelet: int = 1,
+        guidance_grid: int,
+        tubelet: int,
+        segments: SegmentsConfig,
         in_chans: int = 3,
-        embed_dim: int = 64,
-        depth: int = 4,
-        temporal_depth: int = 2,
-        num_heads: int = 4,
-        mlp_ratio: float = 2.0,
-        drop_rate: float = 0.0,
-        drop_path: float = 0.0,
-        attn_layer: int = -1,
-        attn_to_grid: str = "area",
-        segments: tuple[float, float, str] = (0.2, 0.6, "start"),
     ):
         super().__init__()
+        embed_dim, depth, temporal_depth = cfg.embed_dim, cfg.depth, cfg.temporal_depth
+        num_heads, mlp_ratio, drop_rate = cfg.num_heads, cfg.mlp_ratio, cfg.drop_rate
         if img_size % patch_size:
             raise ValueError(f"frame size {img_size} is not a multiple of patch {patch_size}")
         if num_frames % tubelet:
@@ -56,8 +52,10 @@ class FactorisedVideoViT(nn.Module):
         self.num_tokens_t = num_frames // tubelet
         k = img_size // patch_size
         self.patch_grid = (k, k)
-        self.attn_layer = resolve_layer(attn_layer, depth)
-        self.segments = segment_slices(self.num_tokens_t, *segments)
+        self.attn_layer = resolve_layer(cfg.attn_layer, depth)
+        self.segments = segment_slices(
+            self.num_tokens_t, segments.immediate, segments.contextual, segments.immediate_at
+        )
 
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv3d(
@@ -68,7 +66,7 @@ class FactorisedVideoViT(nn.Module):
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + k * k, embed_dim))
-        dpr = torch.linspace(0, drop_path, depth + temporal_depth).tolist()
+        dpr = torch.linspace(0, cfg.drop_path, depth + temporal_depth).tolist()
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, drop_rate, dpr[i]) for i in range(depth)
         )
@@ -84,7 +82,7 @@ class FactorisedVideoViT(nn.Module):
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes)
         self.to_grid = AttentionToGrid(
-            self.patch_grid, (guidance_grid, guidance_grid), attn_to_grid
+            self.patch_grid, (guidance_grid, guidance_grid), cfg.attn_to_grid
         )
 
         # Learnable embeddings start as sine-cosine tables rather than N(0, 0.02): the

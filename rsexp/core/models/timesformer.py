@@ -20,6 +20,7 @@ from rsexp.core.attn_grid import AttentionToGrid
 from rsexp.core.models.layers import Attention, init_weights, resolve_layer, sincos_1d, sincos_2d
 from rsexp.core.models.output import VideoOutput
 from rsexp.core.segments import segment_slices
+from rsexp.core.settings import ModelConfig, SegmentsConfig
 
 
 class DividedBlock(nn.Module):
@@ -63,41 +64,39 @@ class TimeSformer(nn.Module):
 
     def __init__(
         self,
+        cfg: ModelConfig,
+        *,
         num_classes: int,
         num_frames: int,
         img_size: int,
         patch_size: int,
-        guidance_grid: int = 4,
+        guidance_grid: int,
+        segments: SegmentsConfig,
         in_chans: int = 3,
-        embed_dim: int = 64,
-        depth: int = 4,
-        num_heads: int = 4,
-        mlp_ratio: float = 2.0,
-        drop_rate: float = 0.0,
-        drop_path: float = 0.0,
-        attn_layer: int = -1,
-        attn_to_grid: str = "area",
-        segments: tuple[float, float, str] = (0.2, 0.6, "start"),
     ):
         super().__init__()
+        embed_dim, depth, num_heads = cfg.embed_dim, cfg.depth, cfg.num_heads
+        mlp_ratio, drop_rate = cfg.mlp_ratio, cfg.drop_rate
         self.num_frames = num_frames
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         k = img_size // patch_size
         self.patch_grid = (k, k)
-        self.attn_layer = resolve_layer(attn_layer, depth)
-        self.segments = segment_slices(num_frames, *segments)
+        self.attn_layer = resolve_layer(cfg.attn_layer, depth)
+        self.segments = segment_slices(
+            num_frames, segments.immediate, segments.contextual, segments.immediate_at
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + k * k, embed_dim))
         self.time_embed = nn.Parameter(torch.zeros(1, num_frames, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path, depth).tolist()
+        dpr = torch.linspace(0, cfg.drop_path, depth).tolist()
         self.blocks = nn.ModuleList(
             DividedBlock(embed_dim, num_heads, mlp_ratio, drop_rate, dpr[i]) for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head = nn.Linear(embed_dim, num_classes)
         self.to_grid = AttentionToGrid(
-            self.patch_grid, (guidance_grid, guidance_grid), attn_to_grid
+            self.patch_grid, (guidance_grid, guidance_grid), cfg.attn_to_grid
         )
         with torch.no_grad():  # sine-cosine start, see FactorisedVideoViT
             self.pos_embed[0, 1:] = sincos_2d(k, k, embed_dim)

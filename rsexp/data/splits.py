@@ -1,0 +1,85 @@
+"""What a dataset builder returns: a :class:`Split` per split, before guidance is
+attached, and the :class:`RawSplits` around them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# progress(description, total) -> advance(); the experiment layer passes a rich one
+Progress = Callable[[str, int], Callable[[], None]]
+
+
+@dataclass
+class Split:
+    """One split's clips, before guidance is attached.
+
+    Every clip stores ``K = num_frames * choices`` frames (``choices`` candidates per
+    temporal segment, see :class:`rsexp.data.dataset.ClipDataset`).
+
+    Attributes:
+        ids: clip ids [V].
+        videos: [V, K, S, S, 3] uint8 array, or a sequence of [K, S, S, 3] arrays.
+        labels: [V] int.
+        frames: [V, K] the video frame index of each stored frame (for the guidance).
+        keys: [V] each clip's video id in the guidance JSON.
+        choices: candidate frames per segment.
+        boxes: [V, 4] the stored square's crop (y0, x0, h, w) in pixels of the video
+            frame, and ``frame_hw`` [V, 2] that frame's (H, W); None when the stored
+            frames are the full frames the guidance was made on.
+    """
+
+    ids: list[str]
+    videos: np.ndarray | Sequence
+    labels: np.ndarray
+    frames: np.ndarray
+    keys: list[str]
+    choices: int = 1
+    boxes: np.ndarray | None = None
+    frame_hw: np.ndarray | None = None
+
+    def guidance_masks(
+        self, lookup: Callable[[str, np.ndarray], np.ndarray], grid: int, keep=None
+    ) -> np.ndarray:
+        """Masks [V, K, grid * grid] on the stored frames.
+
+        Args:
+            lookup: ``(key, frame_indices [K]) -> mask [K, grid * grid]`` on the full
+                video frame (the guidance store's nearest-frame lookup).
+            keep: guidance keys whose guidance is used (coverage); None = all.
+        """
+        import torch  # lazily: the spawned decoding workers import this package
+
+        from rsexp.data.transforms import crop_mask
+
+        out = np.zeros((len(self.ids), self.frames.shape[1], grid * grid), dtype=bool)
+        for i, key in enumerate(self.keys):
+            if keep is not None and key not in keep:
+                continue
+            mask = lookup(key, self.frames[i])
+            if self.boxes is not None and mask.any():
+                hw = tuple(int(x) for x in self.frame_hw[i])
+                mask = crop_mask(torch.from_numpy(mask), tuple(self.boxes[i]), hw, grid).numpy()
+            out[i] = mask
+        return out
+
+
+@dataclass
+class RawSplits:
+    """What a dataset builder returns: both splits, the class names, the dataset's
+    guidance JSON and a digest of the data for provenance. ``exact_guidance``, for
+    generated data only, is ``(video_ids, cells [V, T, g, g])`` for the experiment layer
+    to write at ``guidance_path`` in the released format. ``skipped`` names the videos
+    left out (``data.bad_videos=skip``) with their reasons."""
+
+    train: Split
+    val: Split
+    class_names: list[str]
+    guidance_path: Path
+    digest: str
+    exact_guidance: tuple | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+    cache_dirs: list[Path] = field(default_factory=list)

@@ -1,0 +1,114 @@
+"""Building a run from its config: seed, device, model, optimiser, schedule.
+
+:func:`build_run` is the one setup path that ``train``, ``resume`` and the benchmarks
+share; the pieces are exposed for tests and benchmarks that need only one.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from rich.console import Console
+
+import rsexp.core.models  # noqa: F401  (registers the models)
+from rsexp.config import Config, ConfigError
+from rsexp.core.models import load_pretrained
+from rsexp.core.optim import param_groups
+from rsexp.core.registry import create_model
+from rsexp.experiment.inputs import Data, build_data
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: 'cuda' requested but no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: Config, num_classes: int) -> torch.nn.Module:
+    model = create_model(
+        cfg.model,
+        num_classes=num_classes,
+        num_frames=cfg.data.num_frames,
+        img_size=cfg.data.frame_size,
+        guidance_grid=cfg.guidance.grid,
+        segments=cfg.loss.segments,
+    )
+    if cfg.model.pretrained:
+        if cfg.model.name != "timesformer":
+            raise ConfigError("model.pretrained: weights load into 'timesformer' only")
+        load_pretrained(model, cfg.model.pretrained)
+    return model
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on CLS tokens, position/time embeddings, norms, biases."""
+    o = cfg.optim
+    return torch.optim.AdamW(
+        param_groups(model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2)
+    )
+
+
+@dataclass
+class Schedule:
+    """Step counts of the warmup + cosine schedule (a function of the config and data)."""
+
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+    @classmethod
+    def of(cls, cfg: Config, num_train: int) -> Schedule:
+        per_epoch = -(-num_train // cfg.data.batch_size)
+        return cls(
+            per_epoch,
+            per_epoch * cfg.train.epochs,
+            int(round(cfg.optim.warmup_epochs * per_epoch)),
+        )
+
+
+@dataclass
+class RunParts:
+    """Everything a run trains with, built from its config."""
+
+    cfg: Config
+    device: torch.device
+    amp: bool
+    data: Data
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def build_run(cfg: Config, console: Console | None = None) -> RunParts:
+    """Threads and seed, device, data (decoding the clip cache if needed), model,
+    optimiser and schedule, in that order (the order fixes what the seed draws)."""
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    data = build_data(cfg, console)
+    model = build_model(cfg, len(data.class_names)).to(device)
+    return RunParts(
+        cfg=cfg,
+        device=device,
+        amp=cfg.train.amp and device.type == "cuda",
+        data=data,
+        model=model,
+        optimizer=build_optimizer(cfg, model),
+        schedule=Schedule.of(cfg, len(data.train)),
+    )

@@ -1,0 +1,119 @@
+"""A run's inputs: the dataset's splits with their guidance attached (and ``prepare``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.markup import escape
+
+from rsexp.config import Config
+from rsexp.data import REAL_DATASETS, build_raw
+from rsexp.data.dataset import ClipDataset
+from rsexp.data.transforms import SpatialAugment
+from rsexp.experiment.reporter import progress_bar
+from rsexp.guidance.store import GuidanceStore, select_covered
+
+
+@dataclass
+class Data:
+    train: ClipDataset
+    val: ClipDataset
+    class_names: list[str]
+    guidance: GuidanceStore
+    guidance_path: Path
+    guided_frame_fraction: float
+    digest: str
+    skipped_videos: int = 0
+    cache_dirs: list[Path] = field(default_factory=list)
+
+
+def load_guidance(cfg: Config, default_path: Path, exact=None) -> tuple[GuidanceStore, Path]:
+    """The guidance store for a run: ``guidance.path`` or the dataset's own file (for
+    generated data written first from ``exact``). Without a file only a run with
+    ``lambda_s = 0`` may go on."""
+    g = cfg.guidance
+    path = Path(g.path) if g.path else default_path
+    if not g.path and exact is not None and not path.is_file():
+        GuidanceStore.from_masks(*exact, grid=g.grid).save(path)
+    if path.is_file():
+        return GuidanceStore.load(path, grid=g.grid), path
+    if cfg.loss.lambda_s == 0:
+        return GuidanceStore(grid=g.grid, source=f"none ({path} absent; lambda_s = 0)"), path
+    raise FileNotFoundError(
+        f"guidance file not found: {path}. The spatial loss (loss.lambda_s="
+        f"{cfg.loss.lambda_s}) needs the {cfg.data.name} guidance in the authors' "
+        f"released JSON format there (or set guidance.path=<file>); train the "
+        f"baseline with loss.lambda_s=0 loss.lambda_t=0."
+    )
+
+
+def build_data(cfg: Config, console: Console | None = None) -> Data:
+    """Datasets with guidance attached: ``coverage`` picks the training videos whose
+    guidance the spatial loss may use; validation clips keep all theirs (for
+    ``val/loss_spatial``). Real videos are decoded into the clip cache first, with a
+    progress bar on ``console``."""
+    g = cfg.guidance
+    with progress_bar(console or Console()) as bar:
+
+        def progress(description: str, total: int):
+            task = bar.add_task(description, total=total)
+            return lambda: bar.advance(task)
+
+        raw = build_raw(cfg.data.name, cfg.data, g.grid, progress)
+    store, path = load_guidance(cfg, raw.guidance_path, raw.exact_guidance)
+
+    def lookup(key: str, frames: np.ndarray) -> np.ndarray:
+        return store.clip_mask(key, frames, g.max_frame_gap)[0]
+
+    tr, va = raw.train, raw.val
+    covered = select_covered(tr.keys, g.coverage, g.seed)
+    augment = None
+    if cfg.data.augment:
+        augment = SpatialAugment(cfg.data.frame_size, g.grid, hflip=cfg.data.hflip)
+    train = ClipDataset(
+        tr.ids,
+        tr.videos,
+        tr.labels,
+        tr.guidance_masks(lookup, g.grid, keep=covered),
+        choices=tr.choices,
+        augment=augment,
+        seed=cfg.train.seed,
+        train=True,
+    )
+    val = ClipDataset(va.ids, va.videos, va.labels, va.guidance_masks(lookup, g.grid))
+    return Data(
+        train=train,
+        val=val,
+        class_names=raw.class_names,
+        guidance=store,
+        guidance_path=path,
+        guided_frame_fraction=float(train.masks.any(-1).float().mean()),
+        digest=raw.digest,
+        skipped_videos=len(raw.skipped),
+        cache_dirs=raw.cache_dirs,
+    )
+
+
+def _size(folder: Path) -> str:
+    n = sum(f.stat().st_size for f in folder.iterdir())
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def prepare(cfg: Config, console: Console | None = None) -> Data:
+    """Read the dataset's index, decode what the clip cache lacks, load the guidance, and
+    print what is ready where (``rsexp prepare``; the sweep driver does it first)."""
+    console = console or Console()
+    data = build_data(cfg, console)
+    skipped = f", {data.skipped_videos} bad videos left out" if data.skipped_videos else ""
+    split = f" (split {cfg.data.split})" if cfg.data.name in REAL_DATASETS else ""
+    console.print(
+        f"data [bold]{cfg.data.name}[/]{split}: {len(data.train)} train / "
+        f"{len(data.val)} val clips, {len(data.class_names)} classes{skipped} | guidance "
+        f"{escape(data.guidance.source)}: {data.guided_frame_fraction:.0%} of training "
+        f"frames guided (coverage {cfg.guidance.coverage:g}) | cache: "
+        + ", ".join(f"{escape(str(d))} ({_size(d)})" for d in data.cache_dirs)
+    )
+    return data

@@ -1,0 +1,284 @@
+"""The epoch loop of one run: train steps, evaluation, overlays, checkpoint, log.
+
+Order at the end of an epoch (the resume relies on it): evaluate and render, then the
+checkpoint (it carries the metric history), then the log. A crash between checkpoint
+and log loses nothing: the resume gives each backend the epochs it lacks
+(:meth:`rsexp.track.Tracker.sync`). An interrupt during training saves the batches
+done so far; one during evaluation keeps the finished training pass, and the resume
+starts with the evaluation.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+from rich.progress import Progress
+from torch.utils.data import DataLoader
+
+from rsexp.core.checkpoint import capture_rng, restore_rng, save_checkpoint
+from rsexp.core.metrics import SumMeter
+from rsexp.core.optim import lr_at
+from rsexp.core.step import NonFiniteLossError, eval_step, train_step
+from rsexp.experiment.build import RunParts
+from rsexp.experiment.interrupts import Interrupted, deferred_interrupts
+from rsexp.experiment.reporter import Reporter
+from rsexp.experiment.rundir import RunDir
+from rsexp.track import Tracker
+from rsexp.track.local import overlay_path
+from rsexp.track.overlay import overlay_images, pick_overlay_clips
+
+
+class Trainer:
+    """Trains ``parts`` in ``run_dir``, logging through ``tracker``.
+
+    ``on_epoch`` is called with each finished (checkpointed, logged) epoch's record; it
+    may raise :class:`~rsexp.experiment.interrupts.StopRun` (a pruned sweep trial).
+    """
+
+    def __init__(
+        self,
+        parts: RunParts,
+        run_dir: RunDir,
+        tracker: Tracker,
+        reporter: Reporter,
+        on_epoch=None,
+    ):
+        self.parts, self.cfg = parts, parts.cfg
+        self.model, self.optimizer, self.data = parts.model, parts.optimizer, parts.data
+        self.schedule = parts.schedule
+        self.run_dir, self.tracker, self.reporter = run_dir, tracker, reporter
+        self.on_epoch = on_epoch
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self.start_epoch = 0
+        self.global_step = 0
+        self.partial: dict | None = None  # progress inside an interrupted epoch
+        self.overlay_clips = pick_overlay_clips(self.data.val, self.cfg.track.overlays.num_clips)
+
+    # -- checkpoints
+    def state(self, epoch: int, partial: dict | None = None) -> dict:
+        from rsexp.config import to_dict
+
+        return {
+            "config": to_dict(self.cfg),
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {
+                "step": self.global_step,
+                "total_steps": self.schedule.total_steps,
+                "warmup_steps": self.schedule.warmup_steps,
+            },
+            "scaler": None,  # bf16 autocast needs no loss scaling
+            "rng": capture_rng(),
+            "history": self.history,
+            "best": self.best,
+            "partial": partial,
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.global_step = state["global_step"]
+        self.start_epoch = state["epoch"]
+        self.history = list(state["history"])
+        self.best = state["best"]
+        self.partial = state.get("partial")
+        restore_rng(state["rng"])
+
+    def _lr(self, step: int) -> float:
+        s, o = self.schedule, self.cfg.optim
+        return lr_at(step, s.total_steps, s.warmup_steps, o.lr, o.min_lr_ratio)
+
+    def _save_partial(self, epoch: int, done: int, meter: SumMeter) -> None:
+        partial = {"epoch": epoch, "batches_done": done, "sums": meter.sums, "count": meter.count}
+        save_checkpoint(self.run_dir.last_checkpoint, self.state(epoch - 1, partial))
+
+    # -- one epoch
+    def train_epoch(self, epoch: int, progress: Progress) -> SumMeter:
+        """The training pass of ``epoch``; returns its running means. Ctrl-C saves the
+        batches done so far and raises :class:`Interrupted`."""
+        cfg, spe = self.cfg, self.schedule.steps_per_epoch
+        self.data.train.set_epoch(epoch)
+        # the order of an epoch is a function of (seed, epoch): identical after a resume,
+        # which also lets an interrupted epoch skip the batches it already trained on
+        gen = torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.data.train), generator=gen).tolist()
+        meter, done = SumMeter(), 0
+        if self.partial and self.partial["epoch"] == epoch:
+            done = self.partial["batches_done"]
+            meter.sums, meter.count = dict(self.partial["sums"]), dict(self.partial["count"])
+        self.partial = None
+        if done >= spe:
+            return meter
+        loader = DataLoader(
+            self.data.train,
+            batch_size=cfg.data.batch_size,
+            sampler=order[done * cfg.data.batch_size :],
+            num_workers=cfg.data.num_workers,
+            # its own generator: a DataLoader otherwise draws its worker seed from the
+            # global RNG, which would shift dropout after a mid-epoch resume
+            generator=torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch),
+            pin_memory=self.parts.device.type == "cuda",
+        )
+        task = progress.add_task(
+            f"epoch {epoch}/{cfg.train.epochs} train", total=spe, completed=done
+        )
+        try:
+            for i, batch in enumerate(loader, start=done):
+                lr = self._lr(self.global_step)
+                with deferred_interrupts():
+                    try:
+                        values = train_step(
+                            self.model,
+                            batch,
+                            self.optimizer,
+                            cfg.loss,
+                            step=self.global_step,
+                            lr=lr,
+                            grad_clip=cfg.optim.grad_clip,
+                            amp=self.parts.amp,
+                        )
+                    except NonFiniteLossError as e:
+                        raise NonFiniteLossError(
+                            f"non-finite loss at epoch {epoch}, step {i + 1}/{spe} "
+                            f"(global step {self.global_step}): {e}"
+                        ) from None
+                    meter.add(values)
+                    self.global_step += 1
+                progress.update(
+                    task,
+                    advance=1,
+                    description=f"epoch {epoch}/{cfg.train.epochs} train loss "
+                    f"{values['loss'][0] / values['loss'][1]:.3f}",
+                )
+        except KeyboardInterrupt as e:
+            # the batch in flight is dropped; the finished ones are kept, exactly
+            done = self.global_step - (epoch - 1) * spe
+            self._save_partial(epoch, done, meter)
+            reason = str(e) or "interrupted"
+            raise Interrupted(f"{reason} in epoch {epoch} after {done} batches") from None
+        progress.remove_task(task)
+        return meter
+
+    @torch.no_grad()
+    def evaluate(self, progress: Progress | None = None) -> dict[str, float]:
+        """``val/*`` over the whole validation split, from summed counts."""
+        cfg = self.cfg
+        loader = DataLoader(
+            self.data.val,
+            batch_size=cfg.data.batch_size,
+            shuffle=False,
+            num_workers=cfg.data.num_workers,
+            generator=torch.Generator().manual_seed(0),
+        )
+        task = progress.add_task("val", total=len(loader)) if progress else None
+        meter = SumMeter()
+        for batch in loader:
+            meter.add(eval_step(self.model, batch, cfg.loss, amp=self.parts.amp).sums)
+            if progress:
+                progress.update(task, advance=1)
+        if progress:
+            progress.remove_task(task)
+        means = meter.means()
+        means.setdefault("loss_spatial", 0.0)  # no guided validation frame
+        return {f"val/{k}": v for k, v in means.items()}
+
+    @torch.no_grad()
+    def render_overlays(self, epoch: int) -> dict:
+        """Overlay strips of the fixed clips, written under ``overlays/`` and returned."""
+        oc = self.cfg.track.overlays
+        if not self.overlay_clips or epoch % oc.every and epoch != self.cfg.train.epochs:
+            return {}
+        val = self.data.val
+        batch = {
+            k: torch.stack([val[i][k] for i in self.overlay_clips])
+            for k in ("video", "label", "mask", "frame_valid")
+        }
+        out = eval_step(self.model, batch, self.cfg.loss, amp=self.parts.amp)
+        images = overlay_images(
+            val, self.overlay_clips, out.logits, out.attn, self.data.class_names, oc.cell_px
+        )
+        for key, (img, caption) in images.items():
+            path = overlay_path(self.run_dir.path, key, epoch)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(path, compress_level=1)  # fast; the trackers re-encode
+            images[key] = (img, f"epoch {epoch}: {caption}")
+        return images
+
+    def end_epoch(self, epoch: int, meter: SumMeter, t0: float, progress: Progress) -> dict:
+        """Evaluate, render, checkpoint, log: the finished epoch's record."""
+        means = meter.means()
+        record = {"epoch": epoch, "loss/total": means.pop("loss"), **means}
+        record.setdefault("loss/spatial", 0.0)  # no guided frame in the whole epoch
+        record["lr"] = self._lr(self.global_step - 1)
+        try:
+            record.update(self.evaluate(progress))
+            images = self.render_overlays(epoch)
+        except KeyboardInterrupt as e:
+            # keep the finished training pass: the resume starts with the evaluation
+            self._save_partial(epoch, self.schedule.steps_per_epoch, meter)
+            reason = str(e) or "interrupted"
+            raise Interrupted(f"{reason} while evaluating epoch {epoch}") from None
+        seconds = time.perf_counter() - t0
+        record["time/epoch_s"] = seconds
+        record["time/clips_per_s"] = len(self.data.train) / seconds
+        record["guidance/frac_frames"] = self.data.guided_frame_fraction
+        with deferred_interrupts():  # checkpoint and log are short: finish them whole
+            self.history.append(record)
+            improved = self.best is None or record["val/top1"] > self.best["val/top1"]
+            if improved:
+                self.best = record
+            state = self.state(epoch)
+            save_checkpoint(self.run_dir.last_checkpoint, state)
+            if improved:
+                save_checkpoint(self.run_dir.best_checkpoint, state)
+            self.tracker.log_epoch(record, images)
+        return record
+
+    def run(self, until_epoch: int | None = None) -> int:
+        """Train from ``start_epoch`` to ``until_epoch`` (default: the last); returns
+        the last epoch trained."""
+        cfg = self.cfg
+        last_epoch = min(cfg.train.epochs, until_epoch or cfg.train.epochs)
+        with self.reporter.progress() as progress:
+            for epoch in range(self.start_epoch + 1, last_epoch + 1):
+                t0 = time.perf_counter()
+                meter = self.train_epoch(epoch, progress)
+                record = self.end_epoch(epoch, meter, t0, progress)
+                self.reporter.epoch(record, cfg.train.epochs)
+                if self.on_epoch is not None:
+                    self.on_epoch(record)
+        return last_epoch
+
+    def summary(self, status: str, error: str | None = None) -> dict:
+        """``summary.json``: status, the last epoch's metrics, the best epoch's ``val/*``."""
+        cfg = self.cfg
+        last = self.history[-1] if self.history else {}
+        summary = {
+            "status": status,
+            "run_id": self.run_dir.name,
+            "experiment": cfg.experiment,
+            "dataset": cfg.data.name,
+            "model": cfg.model.name,
+            "method": cfg.method,
+            "seed": cfg.train.seed,
+            "num_params": self.parts.num_params,
+            "epochs": len(self.history),
+            "trackers": self.tracker.run_ids,
+            **{k: v for k, v in last.items() if k != "epoch"},
+        }
+        if self.best is not None:
+            summary["best_epoch"] = self.best["epoch"]
+            summary.update({f"best/{k}": v for k, v in self.best.items() if k.startswith("val/")})
+        if error:
+            summary["error"] = error
+        self.run_dir.write_summary(summary)
+        return summary
+
+    def figure_files(self) -> list[Path]:
+        return [self.run_dir.figures / "loss_dynamics.png"]

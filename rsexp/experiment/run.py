@@ -1,0 +1,198 @@
+"""``train``, ``resume`` and ``run_or_resume``: one setup path, one way to end a run.
+
+Setup, in order (both entry points): run folder and config -> tracked runs (an
+unreachable server fails before any work) -> :func:`~rsexp.experiment.build.build_run`
+(seed, device, data, model, optimiser) -> [resume: checkpoint state, then every backend
+given the epochs it lacks] -> header and params -> epochs. However a run ends, its
+``summary.json`` and every tracked run say how: finished, stopped (pruned or
+``--until-epoch``), killed (Ctrl-C/SIGTERM, checkpointed) or failed, with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+
+from rsexp.config import Config, ConfigError, flatten, to_dict
+from rsexp.core.checkpoint import load_checkpoint
+from rsexp.experiment.build import build_run
+from rsexp.experiment.interrupts import Interrupted, StopRun, sigterm_as_interrupt
+from rsexp.experiment.loop import Trainer
+from rsexp.experiment.reporter import Reporter
+from rsexp.experiment.rundir import RunDir
+from rsexp.track import Tracker
+from rsexp.track.figures import loss_dynamics
+from rsexp.track.provenance import provenance, redact
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict
+    history: list[dict]
+
+
+def new_run_id(cfg: Config) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{cfg.model.name}-{cfg.method}-s{cfg.train.seed}-{secrets.token_hex(2)}"
+
+
+def _tags(cfg: Config) -> dict[str, str]:
+    return {
+        "dataset": cfg.data.name,
+        "model": cfg.model.name,
+        "method": cfg.method,
+        "seed": str(cfg.train.seed),
+        **cfg.track.tags,
+    }
+
+
+def _params(trainer: Trainer) -> dict[str, str]:
+    parts = trainer.parts
+    params = {
+        k: json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)
+        for k, v in flatten(to_dict(parts.cfg)).items()
+    }
+    params.update(provenance(str(parts.device), parts.data.digest, parts.data.guidance_path))
+    params["num_params"] = str(parts.num_params)
+    return redact(params)
+
+
+def _setup(
+    cfg: Config, rd: RunDir, console: Console | None, on_epoch, resumed: bool
+) -> tuple[Trainer, dict]:
+    reporter = Reporter(console)
+    tracker = Tracker(cfg.track, rd.path, cfg.train.runs_dir, reporter.console)
+    tracker.start(rd.name, cfg.experiment, _tags(cfg))
+    try:
+        parts = build_run(cfg, reporter.console)
+        trainer = Trainer(parts, rd, tracker, reporter, on_epoch)
+        filled: dict = {}
+        if resumed and rd.has_checkpoint():
+            trainer.load_state(load_checkpoint(rd.last_checkpoint, map_location=parts.device))
+        reporter.header(cfg, rd.path, resumed)
+        reporter.setup(cfg, parts, tracker.run_ids)
+        tracker.log_params(_params(trainer))
+        if resumed:
+            filled = tracker.sync(trainer.history)
+    except KeyboardInterrupt:
+        tracker.finish("KILLED")
+        raise
+    except Exception as e:  # recorded on the tracked runs, then raised again
+        if not resumed:
+            rd.write_summary({"status": "failed", "error": f"{type(e).__name__}: {e}"})
+        tracker.finish("FAILED")
+        raise
+    return trainer, filled
+
+
+def _finish(trainer: Trainer, last_epoch: int) -> RunResult:
+    cfg, rd, tracker = trainer.cfg, trainer.run_dir, trainer.tracker
+    if last_epoch < cfg.train.epochs:
+        tracker.finish("KILLED")
+        trainer.reporter.stopped(last_epoch, cfg.train.epochs, rd.path)
+        return RunResult(rd.path, {"status": "stopped", "epoch": last_epoch}, trainer.history)
+    summary = trainer.summary("finished")
+    figure = loss_dynamics(
+        trainer.history,
+        rd.figures / "loss_dynamics.png",
+        f"{cfg.model.name} ({cfg.method}) on {cfg.data.name}",
+    )
+    tracker.log_artifact(figure, "figures")
+    tracker.log_artifact(rd.summary_path)
+    if cfg.track.mlflow.log_checkpoints or cfg.track.wandb.log_checkpoints:
+        for path in (rd.last_checkpoint, rd.best_checkpoint):
+            tracker.log_artifact(path, "checkpoints")
+    tracker.finish("FINISHED")
+    files = [rd.CONFIG, rd.METRICS, rd.SUMMARY, "checkpoints/", "overlays/"]
+    trainer.reporter.done(summary, rd.path, [*files, "figures/loss_dynamics.png"])
+    return RunResult(rd.path, summary, trainer.history)
+
+
+def _execute(trainer: Trainer, until_epoch: int | None) -> RunResult:
+    """Run the epochs; however the run ends, record how everywhere."""
+    tracker = trainer.tracker
+    try:
+        with sigterm_as_interrupt():
+            last = trainer.run(until_epoch)
+            return _finish(trainer, last)
+    except StopRun as e:
+        trainer.summary("stopped", str(e))
+        tracker.finish("KILLED")
+        raise
+    except KeyboardInterrupt as e:
+        tracker.finish("KILLED")
+        trainer.reporter.interrupted(str(e), trainer.run_dir.path)
+        raise Interrupted(str(e)) from None
+    except Exception as e:  # recorded (FAILED, with the reason) and raised again
+        reason = f"{type(e).__name__}: {e}"
+        trainer.summary("failed", reason)
+        trainer.reporter.failed(reason, trainer.run_dir.path)
+        tracker.finish("FAILED")
+        raise
+
+
+def train(
+    cfg: Config,
+    *,
+    run_dir: str | Path | None = None,
+    until_epoch: int | None = None,
+    console: Console | None = None,
+    on_epoch=None,
+) -> RunResult:
+    """Train ``cfg`` in a new run folder (``runs/<experiment>/<run_id>/`` by default)."""
+    if run_dir is None:
+        run_dir = Path(cfg.train.runs_dir) / cfg.experiment / new_run_id(cfg)
+    rd = RunDir(run_dir)
+    if rd.has_checkpoint():
+        raise FileExistsError(f"{rd.path} already holds a run; use rsexp resume {rd.path}")
+    rd.save_config(cfg)
+    trainer, _ = _setup(cfg, rd, console, on_epoch, resumed=False)
+    return _execute(trainer, until_epoch)
+
+
+def resume(
+    run: str | Path,
+    *,
+    until_epoch: int | None = None,
+    epochs: int | None = None,
+    runs_dir: str | Path = "runs",
+    console: Console | None = None,
+    on_epoch=None,
+) -> RunResult:
+    """Continue a run from its last checkpoint, in the same tracked runs.
+
+    ``epochs`` extends the schedule. Each backend is first given the epochs it lacks.
+    """
+    rd = RunDir.find(run, runs_dir)
+    cfg = rd.config()
+    if epochs is not None and epochs < cfg.train.epochs:
+        raise ConfigError(
+            f"--epochs {epochs}: {rd.path} is a {cfg.train.epochs}-epoch run; a resume can "
+            f"extend a run, not shrink it (stop early with --until-epoch)"
+        )
+    if epochs is not None:
+        cfg = replace(cfg, train=replace(cfg.train, epochs=epochs))
+        rd.save_config(cfg)
+    trainer, filled = _setup(cfg, rd, console, on_epoch, resumed=True)
+    if epochs is not None:  # a longer schedule: recompute its step counts
+        trainer.schedule.total_steps = trainer.schedule.steps_per_epoch * cfg.train.epochs
+    trainer.reporter.resumed(trainer.start_epoch, trainer.partial, trainer.global_step, filled)
+    return _execute(trainer, until_epoch)
+
+
+def run_or_resume(cfg: Config, run_dir: str | Path, console: Console | None = None, on_epoch=None):
+    """The run in ``run_dir``, whatever state it is in: read back when finished,
+    resumed from its checkpoint, or trained from the start (idempotent; the sweep's
+    trials and confirmation runs use it)."""
+    rd = RunDir(run_dir)
+    if rd.is_finished():
+        return RunResult(rd.path, rd.summary(), rd.metrics())
+    if rd.has_checkpoint():
+        return resume(rd.path, console=console, on_epoch=on_epoch)
+    return train(cfg, run_dir=rd.path, console=console, on_epoch=on_epoch)

@@ -1,0 +1,53 @@
+"""Names the sweep's driver, workers and confirmation stage share."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rsexp.config import Config, flatten, to_dict
+
+PARENT_ATTR = "mlflow_parent_run_id"  # study attribute: the sweep's MLflow parent run
+STOPPED_ATTR = "stopped"  # study attribute: why the sweep stopped before its budget
+
+
+@dataclass
+class SweepPaths:
+    """Where one study writes: ``runs/<experiment>/sweep-<study>/`` holds its trials'
+    and confirmation runs' folders, the workers' logs and ``reports/`` (the tables),
+    unless ``--reports`` names another folder."""
+
+    root: Path
+    reports: Path
+
+    def trial(self, number: int) -> Path:
+        return self.root / f"trial-{number:04d}"
+
+    def confirm(self, method: str, seed: int) -> Path:
+        return self.root / "confirm" / f"{method}-s{seed}"
+
+
+def sweep_paths(cfg: Config, study_name: str, reports: str | Path | None = None) -> SweepPaths:
+    root = Path(cfg.train.runs_dir) / cfg.experiment / f"sweep-{study_name}"
+    return SweepPaths(root, Path(reports) if reports else root / "reports")
+
+
+def trial_epochs(cfg: Config) -> int:
+    return cfg.sweep.epochs or cfg.train.epochs
+
+
+def run_tags(study_name: str, stage: str, parent: str | None, **extra) -> list[str]:
+    """Overrides that tag a trial or confirmation run: sweep, stage (``trial`` |
+    ``confirm``), the MLflow parent run, the W&B group."""
+    tags = {"sweep": study_name, "stage": stage, **extra}
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    return [f"track.tags={json.dumps(tags)}", f"track.wandb.group={study_name}"]
+
+
+def flat_overrides(cfg: Config) -> list[str]:
+    """Every trial is built from the full resolved base config, as overrides, so a worker
+    on another machine with the same command builds the same trials."""
+    flat = flatten(to_dict(cfg))
+    return [f"{k}={json.dumps(v)}" for k, v in flat.items() if not k.startswith("sweep.")]

@@ -1,0 +1,156 @@
+"""A sweep worker: takes trials from the study until the budget is used; one trial is
+one tracked experiment (``rsexp sweep`` starts these as ``rsexp sweep-worker``)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import optuna
+from optuna.storages import fail_stale_trials
+from optuna.trial import TrialState
+from rich.console import Console
+
+from rsexp.config import Config, load_config
+from rsexp.experiment import RunDir, StopRun, run_or_resume
+from rsexp.sweep import space as sp
+from rsexp.sweep.common import (
+    PARENT_ATTR,
+    STOPPED_ATTR,
+    SweepPaths,
+    flat_overrides,
+    run_tags,
+    sweep_paths,
+    trial_epochs,
+)
+from rsexp.sweep.study import budget_used, counts, make_storage, open_study
+
+
+class Objective:
+    """One trial = one tracked experiment; ``val/top1`` (or the configured objective) of
+    the last epoch is the value. A non-finite loss or any other failure is recorded on
+    the trial (``fail_reason``) and propagates: Optuna marks the trial FAIL; it is never
+    scored."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        overrides: list[str],
+        study_name: str,
+        paths: SweepPaths,
+        parent: str | None,
+        console: Console,
+    ):
+        self.cfg, self.overrides = cfg, overrides
+        self.study_name, self.paths, self.parent = study_name, paths, parent
+        self.console = console
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        study = trial.study
+        # A re-run (of a trial whose worker died, or that Ctrl-C ended) inherits that
+        # trial's user attributes, run_dir among them: it continues that run.
+        previous = trial.user_attrs.get("run_dir")
+        if previous is None and self._is_surplus(study, trial.number):
+            trial.set_user_attr("surplus", True)
+            study.stop()
+            raise optuna.TrialPruned("trial budget already used by other workers")
+        knobs = sp.sample(trial, self.cfg.sweep.space)
+        trial.set_user_attr("knobs", knobs)
+        run_dir = Path(previous) if previous else self.paths.trial(trial.number)
+        if previous:
+            self.console.print(f"trial {trial.number}: continuing {run_dir}")
+        trial.set_user_attr("run_dir", str(run_dir))
+
+        def report(record: dict) -> None:
+            trial.report(record[self.cfg.sweep.objective], record["epoch"])
+            if trial.should_prune():
+                raise StopRun(f"pruned at epoch {record['epoch']}")
+
+        cfg = load_config(None, self._overrides(knobs, trial.number))
+        try:
+            result = run_or_resume(
+                cfg, run_dir, console=Console(file=io.StringIO()), on_epoch=report
+            )
+        except StopRun as e:
+            self._link(trial, run_dir)
+            raise optuna.TrialPruned(str(e)) from None
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+        except Exception as e:  # recorded on the trial; Optuna marks it FAIL
+            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:1000])
+            self._link(trial, run_dir)
+            raise
+        self._link(trial, run_dir)
+        return float(result.summary[self.cfg.sweep.objective])
+
+    def _overrides(self, knobs, number: int) -> list[str]:
+        return [
+            *self.overrides,
+            *sp.to_overrides(knobs),
+            f"train.epochs={trial_epochs(self.cfg)}",
+            *run_tags(self.study_name, "trial", self.parent, trial=str(number)),
+        ]
+
+    def _is_surplus(self, study: optuna.Study, number: int) -> bool:
+        trials = [t for t in study.get_trials(deepcopy=False) if t.number < number]
+        return len(counts(trials)) >= self.cfg.sweep.trials
+
+    @staticmethod
+    def _link(trial: optuna.Trial, run_dir: Path) -> None:
+        for backend, run_id in RunDir(run_dir).tracker_ids().items():
+            trial.set_user_attr(f"{backend}_run_id", run_id)
+
+
+def same_failures(study: optuna.Study, k: int) -> str | None:
+    """The reason, when the last ``k`` finished trials all failed with the same one."""
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished() and t.datetime_complete is not None
+    ]
+    done.sort(key=lambda t: t.datetime_complete)
+    last = done[-k:]
+    if k < 1 or len(last) < k or any(t.state != TrialState.FAIL for t in last):
+        return None
+    reasons = {t.user_attrs.get("fail_reason") for t in last}
+    return reasons.pop() if len(reasons) == 1 and None not in reasons else None
+
+
+def waiting(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def run_worker(
+    config: str | None,
+    overrides: list[str],
+    study_name: str,
+    storage_url: str,
+    console: Console | None = None,
+) -> None:
+    """One worker: take trials from the study until the budget is used, or until
+    ``sweep.stop_after_failures`` trials in a row fail the same way."""
+    console = console or Console()
+    cfg = load_config(config, overrides)
+    storage = make_storage(storage_url, cfg)
+    study = open_study(study_name, storage, cfg, trial_epochs(cfg))
+    paths = sweep_paths(cfg, study_name)
+    parent = study.user_attrs.get(PARENT_ATTR)
+    objective = Objective(cfg, flat_overrides(cfg), study_name, paths, parent, console)
+    k = cfg.sweep.stop_after_failures
+
+    def stop_when_done(study: optuna.Study, _trial) -> None:
+        if study.user_attrs.get(STOPPED_ATTR):
+            study.stop()
+        elif k and (reason := same_failures(study, k)) is not None:
+            study.set_user_attr(STOPPED_ATTR, f"the last {k} trials failed with: {reason}")
+            study.stop()
+        elif budget_used(study) >= cfg.sweep.trials and not waiting(study):
+            study.stop()
+
+    fail_stale_trials(study)  # a dead worker's trial is failed and queued for a re-run
+    if study.user_attrs.get(STOPPED_ATTR):
+        return
+    if budget_used(study) >= cfg.sweep.trials and not waiting(study):
+        return
+    study.optimize(objective, catch=(Exception,), callbacks=[stop_when_done])

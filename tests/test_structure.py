@@ -1,0 +1,153 @@
+"""The tree's structure: layers, no import cycle, no logic in ``__init__``, every config
+key read somewhere (a dead setting fails here, not in a user's sweep)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from rsexp.config import Config, flatten, to_dict
+
+PKG = Path(__file__).resolve().parents[1] / "rsexp"
+
+# Layers in order; a module may import its own layer and those listed before it. The
+# reports read run folders (experiment) and studies (optuna), and the sweep ends by
+# writing them, so report sits below sweep.
+LAYERS = ["core", "config", "data", "guidance", "track", "experiment", "report", "sweep", "cli"]
+
+
+def modules() -> dict[str, Path]:
+    return {
+        ".".join(p.relative_to(PKG.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in PKG.rglob("*.py")
+    }
+
+
+def imports_of(path: Path) -> set[str]:
+    """rsexp modules imported by ``path`` (also inside functions: a lazy import is still
+    an edge for layering, but not for the cycle check, see below)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("rsexp")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rsexp"):
+            out.add(node.module)
+    return out
+
+
+def all_imports(path: Path) -> set[str]:
+    """Modules imported anywhere in ``path`` (``from pkg import module`` counts as the
+    module)."""
+    known = modules()
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("rsexp")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rsexp"):
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                out.add(sub if sub in known else node.module)
+    return out
+
+
+def layer(module: str) -> int:
+    part = module.split(".")[1] if "." in module else "cli"
+    return LAYERS.index(part)
+
+
+def test_imports_point_down_the_layers():
+    bad = []
+    for name, path in modules().items():
+        if name == "rsexp":
+            continue
+        for imp in imports_of(path):
+            if imp != "rsexp" and layer(imp) > layer(name):
+                bad.append(f"{name} imports {imp}")
+    assert not bad, "\n".join(bad)
+
+
+def test_core_imports_only_torch_timm_numpy_and_the_standard_library():
+    allowed = {"torch", "timm", "numpy", "rsexp"}
+    bad = []
+    for path in (PKG / "core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            for n in names:
+                root = n.split(".")[0]
+                if root not in allowed and root not in STDLIB:
+                    bad.append(f"{path.name}: {n}")
+    assert not bad, bad
+
+
+STDLIB = {
+    "__future__", "abc", "collections", "contextlib", "dataclasses", "math", "os",
+    "pathlib", "random", "sys", "typing", "warnings", "functools", "itertools",
+}  # fmt: skip
+
+
+def test_no_import_cycle():
+    # lazy (in-function) imports count too: they were how the old sweep circle hid
+    graph = {n: {i for i in all_imports(p) if i in modules()} for n, p in modules().items()}
+    # a package's __init__ re-exports its modules: the edge module -> package is the
+    # package's own re-export, not a cycle between rooms
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(n: str, stack: list[str]) -> bool:
+        state[n] = 1
+        for m in graph.get(n, ()):
+            if m == n or n.startswith(m + "."):
+                continue
+            if state.get(m) == 1:
+                cycle.extend([*stack[stack.index(m) :], m] if m in stack else [n, m])
+                return True
+            if state.get(m) is None and visit(m, [*stack, m]):
+                return True
+        state[n] = 2
+        return False
+
+    for n in graph:
+        if state.get(n) is None and visit(n, [n]):
+            break
+    assert not cycle, " -> ".join(cycle)
+
+
+def test_init_files_only_re_export():
+    for path in PKG.rglob("__init__.py"):
+        for node in ast.parse(path.read_text()).body:
+            ok = isinstance(node, (ast.Import, ast.ImportFrom)) or (
+                isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+            )
+            ok = ok or (
+                isinstance(node, ast.Assign)
+                and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["__all__"]
+            )
+            assert ok, f"{path.relative_to(PKG.parent)}:{node.lineno} holds logic"
+
+
+def test_modules_stay_small():
+    # config.py is the one config tree (one concept); everything else stays under ~400
+    big = {
+        str(p.relative_to(PKG.parent)): n
+        for p in PKG.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 420 and p.name != "config.py"
+    }
+    assert not big, big
+
+
+def test_every_config_key_is_read_somewhere():
+    """Each leaf of the config tree is read by name outside the files that declare the
+    config (``.name`` or ``"name"``): a setting nothing reads is dead."""
+    declaring = {PKG / "config.py", PKG / "core" / "settings.py"}
+    source = "\n".join(p.read_text() for p in PKG.rglob("*.py") if p not in declaring)
+    dead = []
+    for key in flatten(to_dict(Config())):
+        leaf = key.rsplit(".", 1)[-1]
+        if not re.search(rf"\.{leaf}\b|[\"']{leaf}[\"']", source):
+            dead.append(key)
+    assert not dead, f"config keys read nowhere: {dead}"
