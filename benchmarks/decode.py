@@ -27,9 +27,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from rsexp.data.cache import CachedClips, ClipCache
 from rsexp.data.dataset import ClipDataset
 from rsexp.data.transforms import SpatialAugment
-from rsexp.data.video import CachedClips, ClipCache, VideoEntry
+from rsexp.data.video import VideoEntry
 
 
 def write_ucf_like(path: Path, frames: int, seed: int) -> None:

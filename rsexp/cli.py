@@ -11,6 +11,7 @@ from rich.markup import escape
 from rsexp.config import ConfigError, load_config
 from rsexp.core.checkpoint import CheckpointError
 from rsexp.core.registry import UnknownNameError
+from rsexp.core.step import NonFiniteLossError
 from rsexp.data import VideoDecodeError
 from rsexp.data.real import DatasetLayoutError
 from rsexp.experiment import Interrupted
@@ -49,7 +50,15 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("resume", help="continue a run from its last checkpoint")
     r.add_argument("run", help="run folder or run id")
-    r.add_argument("--runs-dir", default="runs")
+    r.add_argument(
+        "--runs-dir",
+        default=None,
+        help="where to look for a run id (default: train.runs_dir of --config, or runs)",
+    )
+    r.add_argument(
+        "--config", "-c", default=None, help="config whose train.runs_dir holds the run id"
+    )
+    r.add_argument("overrides", nargs="*", help="e.g. train.runs_dir=/scratch/runs")
     r.add_argument("--until-epoch", type=int, default=None)
     r.add_argument("--epochs", type=int, default=None, help="extend the run to this many epochs")
 
@@ -99,15 +108,20 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "resume":
             from rsexp.experiment import resume
 
+            runs_dir = args.runs_dir
+            if runs_dir is None:
+                runs_dir = load_config(args.config, args.overrides).train.runs_dir
             resume(
                 args.run,
                 until_epoch=args.until_epoch,
                 epochs=args.epochs,
-                runs_dir=args.runs_dir,
+                runs_dir=runs_dir,
                 console=console,
             )
         elif args.command == "sweep":
-            from rsexp.sweep.driver import SweepStopped, sweep
+            from rsexp.sweep.common import SweepStopped
+            from rsexp.sweep.driver import sweep
+            from rsexp.sweep.study import StorageError
 
             try:
                 sweep(
@@ -123,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             except SweepStopped as e:
                 err.print("[red]sweep stopped:[/]", escape(str(e)))
                 return 1
+            except StorageError as e:
+                err.print("[red]error:[/]", escape(str(e)))
+                return 2
         elif args.command == "prepare":
             from rsexp.experiment import prepare
 
@@ -142,12 +159,17 @@ def main(argv: list[str] | None = None) -> int:
             import yaml
 
             from rsexp.config import to_dict
+            from rsexp.track.provenance import redact
 
             cfg = load_config(args.config, args.overrides)
-            console.print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+            text = yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False)
+            console.print(text, end="", markup=False, highlight=False)
     except USER_ERRORS as e:
         err.print("[red]error:[/]", escape(str(e)))
         return 2
+    except NonFiniteLossError as e:  # recorded in summary.json and the trackers
+        err.print("[red]run failed:[/]", escape(str(e)))
+        return 1
     except Interrupted:
         return 130  # checkpointed, marked KILLED, resume command already printed
     except KeyboardInterrupt:

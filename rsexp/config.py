@@ -8,6 +8,8 @@ or a value of the wrong type raises :class:`ConfigError` naming the dotted key.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -144,6 +146,14 @@ class MlflowConfig:
     tracking_uri: str = ""
     experiment: str = ""  # "" = the run's experiment name
     log_checkpoints: bool = False
+
+    def __post_init__(self):
+        _check(
+            not re.search(r"://[^/@]*:[^/@]*@", self.tracking_uri),
+            "track.mlflow.tracking_uri",
+            "holds a password; no file may keep it, so give it through "
+            "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD instead",
+        )
 
 
 @dataclass(frozen=True)
@@ -324,6 +334,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             key,
             f"expected a number, got {value!r}",
         )
+        _check(math.isfinite(value), key, f"must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -430,27 +441,62 @@ def _deep_copy(d: dict) -> dict:
     return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
 
 
+def _check_duplicates(node, path: str, file: Path) -> None:
+    """PyYAML keeps the last of two equal keys silently; a config must not."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for k, v in node.value:
+            dotted = f"{path}.{k.value}" if path else str(k.value)
+            if k.value in seen:
+                raise ConfigError(
+                    f"{file}, line {k.start_mark.line + 1}: duplicate key '{dotted}'"
+                )
+            seen.add(k.value)
+            _check_duplicates(v, dotted, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for v in node.value:
+            _check_duplicates(v, path, file)
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    text = path.read_text()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        _check_duplicates(yaml.compose(text, Loader=yaml.SafeLoader), "", path)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    if data is None:
+        raise ConfigError(
+            f"{path}: the file is empty; give at least one setting ({{}} means all defaults)"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     return data
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
-    """Load ``path`` (or the defaults) and apply dotted ``key=value`` overrides."""
+    """Load ``path`` (or the defaults) and apply dotted ``key=value`` overrides. An error
+    names the override that caused it, or else the file."""
     data = load_yaml(path) if path else {}
     try:
         return from_dict(data, overrides)
     except ConfigError as e:
-        where = f"{path}: " if path else ""
-        raise ConfigError(f"{where}{e}") from None
+        raise ConfigError(f"{_blame(e, path, overrides)}{e}") from None
+
+
+def _blame(e: ConfigError, path, overrides) -> str:
+    """``"override k=v: "`` when the key in error was set on the command line (the key
+    itself, a parent, or a child), else ``"<path>: "``."""
+    m = re.match(r"unknown config key '([^']+)'|([\w.\[\]]+):", str(e))
+    key = (m[1] or m[2]) if m else ""
+    for arg in reversed(list(overrides)):
+        k = arg.split("=", 1)[0].strip()
+        if k == key or key.startswith(k + ".") or k.startswith(key + "."):
+            return f"override {arg}: "
+    return f"{path}: " if path else ""
 
 
 def dump_yaml(cfg: Config, path: str | Path) -> None:

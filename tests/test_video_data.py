@@ -21,16 +21,14 @@ from videos import level, make_ucf50, segfault_on_boom, write_video
 from rsexp.cli import main
 from rsexp.config import load_config
 from rsexp.data import Split, VideoDecodeError, build_raw
+from rsexp.data.cache import CachedClips, ClipCache, run_pool
 from rsexp.data.dataset import ClipDataset
 from rsexp.data.real import DatasetLayoutError, desktop_assembly, ssv2, ucf50, ucf101
 from rsexp.data.video import (
     BadVideoError,
-    CachedClips,
-    ClipCache,
     VideoEntry,
     avi_truncation,
     decode_clip,
-    run_pool,
     segment_centres,
 )
 
@@ -335,8 +333,8 @@ def test_cli_trains_on_a_real_video_dataset_and_reuses_the_cache(tmp_path, capsy
     assert "15 val clips" in out and "3 classes" in out  # fold 1: groups 1-5 held out
     cache = tmp_path / "data" / "ucf50" / "cache"
     metas = {p.name: (p / "meta.jsonl").read_text() for p in cache.iterdir()}
-    assert sorted(metas) == ["train1-k8-s37-jpeg-v1", "val1-k4-s32-jpeg-v1"]
-    assert len(metas["train1-k8-s37-jpeg-v1"].splitlines()) == 15
+    assert sorted(metas) == ["train1-k8-s37-jpeg-v2", "val1-k4-s32-jpeg-v2"]
+    assert len(metas["train1-k8-s37-jpeg-v2"].splitlines()) == 15
     # overlays of real clips were drawn
     assert list((run_dir / "overlays").rglob("*.png"))
     # a second run decodes nothing
@@ -375,7 +373,7 @@ def test_ctrl_c_while_decoding_keeps_what_is_decoded(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    meta = tmp_path / "data" / "ucf50" / "cache" / "train1-k16-s256-jpeg-v1" / "meta.jsonl"
+    meta = tmp_path / "data" / "ucf50" / "cache" / "train1-k16-s256-jpeg-v2" / "meta.jsonl"
     deadline = time.monotonic() + 120
     while not (meta.is_file() and meta.read_text().count("\n") >= 4):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
@@ -386,6 +384,10 @@ def test_ctrl_c_while_decoding_keeps_what_is_decoded(tmp_path):
     assert "interrupted before training started" in out and "Traceback" not in out
     done = meta.read_text().count("\n")
     assert 4 <= done < 80  # fold 1 trains on 4 classes x 20 groups
+    # every clip file on disk is recorded: none decoded in vain
+    recorded = {json.loads(x)["clip"] for x in meta.read_text().splitlines()}
+    on_disk = {p.stem for p in meta.parent.glob("*.npz")}
+    assert on_disk == recorded
     # the next run decodes only the rest
     started = []
     cfg = load_config(ROOT / "sweeps" / "ucf50.yaml", overrides)
@@ -393,10 +395,16 @@ def test_ctrl_c_while_decoding_keeps_what_is_decoded(tmp_path):
     assert started[0] == (f"decoding ucf50 train ({80 - done} clips)", 80 - done)
 
 
-def test_sweep_on_a_real_video_dataset_writes_its_tables(tmp_path, monkeypatch):
+def test_sweep_on_a_real_video_dataset_writes_its_tables(tmp_path):
+    """The main job on non-square (4:3) videos, in a fresh process with the threads a
+    real machine gives torch (no train.threads): the driver runs torch for the guidance
+    crop before the confirmation stage starts its processes, which once deadlocked a
+    forked child (issue 9). It must end, with its tables."""
     make_ucf50(tmp_path / "data", classes=("A", "B", "C"), groups=10, n=12)
-    monkeypatch.chdir(tmp_path)
     args = [
+        sys.executable,
+        "-m",
+        "rsexp.cli",
         "sweep",
         "--config",
         str(ROOT / "sweeps" / "ucf50.yaml"),
@@ -414,14 +422,15 @@ def test_sweep_on_a_real_video_dataset_writes_its_tables(tmp_path, monkeypatch):
         "model.temporal_depth=1",
         "model.num_heads=2",
         "model.patch_size=4",
-        "train.threads=1",
         "track.backends=[local]",
         "sweep.epochs=1",
         "train.epochs=1",  # the confirmation runs
         "sweep.confirm_seeds=[0]",
         "sweep.ablation_seeds=[0]",
     ]
-    assert main(args) == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=420)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     comparison = (
         tmp_path / "runs" / "ucf50" / "sweep-ucf50-tsvit" / "reports" / "comparison.md"
     ).read_text()
@@ -449,7 +458,7 @@ def test_cli_prepare_reports_what_is_ready_and_names_bad_input(tmp_path, capsys)
     cache = tmp_path / "data" / "ucf50" / "cache"
     joined = "".join(out.split())  # the console wraps long paths anywhere
     assert (
-        f"{cache}/train1-k16-s18-jpeg-v1(" in joined and f"{cache}/val1-k8-s16-jpeg-v1(" in joined
+        f"{cache}/train1-k16-s18-jpeg-v2(" in joined and f"{cache}/val1-k8-s16-jpeg-v2(" in joined
     )
     assert "of training frames guided (coverage 0.6)" in out
     (base / "videos" / "A" / "v_A.avi").touch()

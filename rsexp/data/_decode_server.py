@@ -8,4 +8,4 @@ import signal
 
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-import rsexp.data.video  # noqa: E402,F401  (the workers' code, imported once in the server)
+import rsexp.data.cache  # noqa: E402,F401  (the workers' code, imported once in the server)

@@ -59,7 +59,7 @@ def _decode_split(name: str, split: str, entries, cache, workers: int, progress)
 
 def _cached_split(entries, cache, metas, num_frames: int) -> Split:
     """The split over the clips of ``entries`` that are in the cache."""
-    from rsexp.data.video import CachedClips
+    from rsexp.data.cache import CachedClips
 
     kept = [e for e in entries if e.clip_id in metas]
     m = [metas[e.clip_id] for e in kept]
@@ -84,11 +84,17 @@ def _build_real(name: str, data_cfg, grid: int, progress: Progress | None) -> Ra
     Both splits are decoded before ``data.bad_videos`` is applied, so one pass names
     every bad video.
     """
-    from rsexp.data.real import INDEX_READERS
-    from rsexp.data.video import ClipCache
+    from rsexp.data.cache import ClipCache
+    from rsexp.data.real import INDEX_READERS, DatasetLayoutError
 
     root = Path(data_cfg.root) / name
     index = INDEX_READERS[name](root, data_cfg.split)
+    for side, entries in (("train", index.train), ("val", index.val)):
+        if not entries:
+            raise DatasetLayoutError(
+                f"{name} split {data_cfg.split}: the {side} side lists no video; check the "
+                f"split files under {root} or choose another data.split"
+            )
     base = Path(data_cfg.cache_dir) if data_cfg.cache_dir else root / "cache"
     T, size = data_cfg.num_frames, data_cfg.frame_size
     train_size = round(size * 8 / 7) if data_cfg.augment else size

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rsexp.data.cache import CachedClips
 from rsexp.data.transforms import SpatialAugment, to_float
-from rsexp.data.video import CachedClips
 
 
 class ClipDataset(Dataset):
@@ -24,7 +24,7 @@ class ClipDataset(Dataset):
     Args:
         video_ids: one id per clip.
         videos: [V, K, H, W, 3] uint8 array, or a
-            :class:`rsexp.data.video.CachedClips` (read from disk per item).
+            :class:`rsexp.data.cache.CachedClips` (read from disk per item).
         labels: [V] int.
         masks: [V, K, N] bool guidance on the stored frames (all False without guidance).
         choices: candidate frames per segment (K / T).

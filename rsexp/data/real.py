@@ -72,6 +72,7 @@ def ucf50(root: Path, split: int) -> VideoIndex:
         raise DatasetLayoutError(f"{vdir}: no class folders (expected videos/<Class>/*.avi)")
     held_out = range(5 * split - 4, 5 * split + 1)
     train, val = [], []
+    groups: set[int] = set()
     for label, cls in enumerate(classes):
         for f in sorted((vdir / cls).iterdir()):
             if f.suffix.lower() not in VIDEO_EXTENSIONS:
@@ -84,6 +85,15 @@ def ucf50(root: Path, split: int) -> VideoIndex:
                 )
             entry = VideoEntry(f.stem, f, label, f.stem)
             (val if int(m[1]) in held_out else train).append(entry)
+            groups.add(int(m[1]))
+    for side, entries in (("validation", val), ("training", train)):
+        if not entries:
+            raise DatasetLayoutError(
+                f"UCF50 fold {split}: the {side} side is empty. Fold k validates on actor "
+                f"groups {held_out.start}-{held_out.stop - 1} and trains on the others, but "
+                f"{vdir} has videos of groups {sorted(groups)} only; choose another "
+                f"data.split (1-5) or add the missing groups"
+            )
     return VideoIndex(train, val, classes)
 
 
@@ -124,8 +134,10 @@ def ucf101(root: Path, split: int) -> VideoIndex:
                     f"{list_file}, line {n}: {rel!r} is not <Class>/<video> with a class "
                     f"from classInd.txt"
                 )
-            stem = Path(rel).stem
-            out.append(VideoEntry(stem, resolve(rel), label_of[cls], stem))
+            # ids (and guidance keys) are the file's name on disk, which the guidance
+            # annotator saw, not the list's spelling of it
+            path = resolve(rel)
+            out.append(VideoEntry(path.stem, path, label_of[cls], path.stem))
         return out
 
     train = read(sdir / f"trainlist0{split}.txt")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.markup import escape
 
@@ -14,7 +16,7 @@ from rsexp.data import REAL_DATASETS, build_raw
 from rsexp.data.dataset import ClipDataset
 from rsexp.data.transforms import SpatialAugment
 from rsexp.experiment.reporter import progress_bar
-from rsexp.guidance.store import GuidanceStore, select_covered
+from rsexp.guidance.store import GuidanceFormatError, GuidanceStore, select_covered
 
 
 @dataclass
@@ -84,6 +86,8 @@ def build_data(cfg: Config, console: Console | None = None) -> Data:
         train=True,
     )
     val = ClipDataset(va.ids, va.videos, va.labels, va.guidance_masks(lookup, g.grid))
+    if cfg.loss.lambda_s > 0 and g.coverage > 0:
+        check_guided(train, [k in covered for k in tr.keys], tr.keys, store, path)
     return Data(
         train=train,
         val=val,
@@ -95,6 +99,34 @@ def build_data(cfg: Config, console: Console | None = None) -> Data:
         skipped_videos=len(raw.skipped),
         cache_dirs=raw.cache_dirs,
     )
+
+
+class GuidanceMismatchError(GuidanceFormatError):
+    """An RS run whose guidance file guides none of its training frames."""
+
+
+def check_guided(train: ClipDataset, covered: list[bool], keys, store, path: Path) -> None:
+    """Stop an RS run that would train with no guided frame (ids that do not match the
+    dataset's, an empty file); warn when the covered videos are mostly unguided (a wrong
+    frame-key convention or a gap too small)."""
+    cov = torch.tensor(covered, dtype=torch.bool)
+    frames = train.masks[cov].any(-1)  # [covered clips, K]
+    if frames.numel() == 0 or not bool(frames.any()):
+        theirs = ", ".join(sorted(store.regions)[:3]) or "none: the file is empty"
+        ours = ", ".join(sorted(set(keys))[:3])
+        raise GuidanceMismatchError(
+            f"{path}: the guidance matches none of the {int(cov.sum())} covered training "
+            f"videos, so the spatial loss would never apply. The dataset's video ids look "
+            f"like {ours}; the file's look like {theirs}. Point guidance.path at the "
+            f"right file, or train the baseline with loss.lambda_s=0."
+        )
+    share = float(frames.float().mean())
+    if share < 0.25:
+        warnings.warn(
+            f"{path}: only {share:.0%} of the covered training clips' frames are guided; "
+            f"check the file's frame keys and guidance.max_frame_gap",
+            stacklevel=2,
+        )
 
 
 def _size(folder: Path) -> str:

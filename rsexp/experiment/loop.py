@@ -10,6 +10,7 @@ starts with the evaluation.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from PIL import Image
 from rich.progress import Progress
 from torch.utils.data import DataLoader
 
+from rsexp.config import to_dict
 from rsexp.core.checkpoint import capture_rng, restore_rng, save_checkpoint
 from rsexp.core.metrics import SumMeter
 from rsexp.core.optim import lr_at
@@ -57,11 +59,11 @@ class Trainer:
         self.global_step = 0
         self.partial: dict | None = None  # progress inside an interrupted epoch
         self.overlay_clips = pick_overlay_clips(self.data.val, self.cfg.track.overlays.num_clips)
+        # a YAML written for a big machine (num_workers=8) runs as well on a small one
+        self.num_workers = min(self.cfg.data.num_workers, len(os.sched_getaffinity(0)))
 
     # -- checkpoints
     def state(self, epoch: int, partial: dict | None = None) -> dict:
-        from rsexp.config import to_dict
-
         return {
             "config": to_dict(self.cfg),
             "epoch": epoch,
@@ -96,7 +98,7 @@ class Trainer:
 
     def _save_partial(self, epoch: int, done: int, meter: SumMeter) -> None:
         partial = {"epoch": epoch, "batches_done": done, "sums": meter.sums, "count": meter.count}
-        save_checkpoint(self.run_dir.last_checkpoint, self.state(epoch - 1, partial))
+        self.run_dir.save_last(self.state(epoch - 1, partial))
 
     # -- one epoch
     def train_epoch(self, epoch: int, progress: Progress) -> SumMeter:
@@ -119,7 +121,7 @@ class Trainer:
             self.data.train,
             batch_size=cfg.data.batch_size,
             sampler=order[done * cfg.data.batch_size :],
-            num_workers=cfg.data.num_workers,
+            num_workers=self.num_workers,
             # its own generator: a DataLoader otherwise draws its worker seed from the
             # global RNG, which would shift dropout after a mid-epoch resume
             generator=torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch),
@@ -173,7 +175,7 @@ class Trainer:
             self.data.val,
             batch_size=cfg.data.batch_size,
             shuffle=False,
-            num_workers=cfg.data.num_workers,
+            num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(0),
         )
         task = progress.add_task("val", total=len(loader)) if progress else None
@@ -234,9 +236,12 @@ class Trainer:
             if improved:
                 self.best = record
             state = self.state(epoch)
-            save_checkpoint(self.run_dir.last_checkpoint, state)
+            # best first: if the disk fills between the two, last.pt still names the
+            # previous epoch and the resume redoes this one, so summary.json never names
+            # a best epoch whose checkpoint is missing
             if improved:
                 save_checkpoint(self.run_dir.best_checkpoint, state)
+            self.run_dir.save_last(state)
             self.tracker.log_epoch(record, images)
         return record
 

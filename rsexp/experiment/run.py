@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
-from rsexp.config import Config, ConfigError, flatten, to_dict
-from rsexp.core.checkpoint import load_checkpoint
+from rsexp.config import Config, ConfigError, flatten, from_dict, to_dict
 from rsexp.experiment.build import build_run
 from rsexp.experiment.interrupts import Interrupted, StopRun, sigterm_as_interrupt
 from rsexp.experiment.loop import Trainer
@@ -35,6 +35,14 @@ class RunResult:
     run_dir: Path
     summary: dict
     history: list[dict]
+
+
+def safe_config(cfg: Config) -> Config:
+    """The config a run keeps and shows everywhere (run folder, checkpoints, trackers,
+    console): secret-looking values masked once, here, so every sink gets the same
+    value and a resume from ``config.yaml`` finds the same experiment and run."""
+    safe = redact(to_dict(cfg))
+    return cfg if safe == to_dict(cfg) else from_dict(safe)
 
 
 def new_run_id(cfg: Config) -> str:
@@ -67,14 +75,21 @@ def _setup(
     cfg: Config, rd: RunDir, console: Console | None, on_epoch, resumed: bool
 ) -> tuple[Trainer, dict]:
     reporter = Reporter(console)
+    state = None
+    if resumed and rd.has_checkpoint():
+        # read (and check) the checkpoint before touching any tracked run: a bad one
+        # must not flip a FINISHED run back to RUNNING
+        state, note = rd.load_state()
+        if note:
+            reporter.console.print(f"[yellow]{escape(note)}[/]")
     tracker = Tracker(cfg.track, rd.path, cfg.train.runs_dir, reporter.console)
     tracker.start(rd.name, cfg.experiment, _tags(cfg))
     try:
         parts = build_run(cfg, reporter.console)
         trainer = Trainer(parts, rd, tracker, reporter, on_epoch)
         filled: dict = {}
-        if resumed and rd.has_checkpoint():
-            trainer.load_state(load_checkpoint(rd.last_checkpoint, map_location=parts.device))
+        if state is not None:
+            trainer.load_state(state)
         reporter.header(cfg, rd.path, resumed)
         reporter.setup(cfg, parts, tracker.run_ids)
         tracker.log_params(_params(trainer))
@@ -146,12 +161,21 @@ def train(
     on_epoch=None,
 ) -> RunResult:
     """Train ``cfg`` in a new run folder (``runs/<experiment>/<run_id>/`` by default)."""
+    cfg = safe_config(cfg)
     if run_dir is None:
-        run_dir = Path(cfg.train.runs_dir) / cfg.experiment / new_run_id(cfg)
+        runs = Path(cfg.train.runs_dir)
+        if runs.exists() and not runs.is_dir():
+            raise ConfigError(f"train.runs_dir: {runs} is not a folder")
+        run_dir = runs / cfg.experiment / new_run_id(cfg)
     rd = RunDir(run_dir)
     if rd.has_checkpoint():
         raise FileExistsError(f"{rd.path} already holds a run; use rsexp resume {rd.path}")
-    rd.save_config(cfg)
+    try:
+        rd.save_config(cfg)
+    except OSError as e:
+        raise ConfigError(
+            f"train.runs_dir: cannot write the run folder {rd.path}: {e.strerror or e}"
+        ) from None
     trainer, _ = _setup(cfg, rd, console, on_epoch, resumed=False)
     return _execute(trainer, until_epoch)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from rsexp.config import Config, from_dict, load_yaml, to_dict
+from rsexp.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from rsexp.track.local import METRICS_FILE, read_metrics
 from rsexp.track.provenance import redact
 from rsexp.track.tracker import TRACKERS_FILE
@@ -89,6 +90,46 @@ class RunDir:
         return self.checkpoints / "best.pt"
 
     @property
+    def previous_checkpoint(self) -> Path:
+        return self.checkpoints / "previous.pt"
+
+    def save_last(self, state: dict) -> None:
+        """Write ``last.pt`` atomically, keeping the one it replaces as ``previous.pt``
+        (a hard link, so ``last.pt`` is never absent): a resume falls back to it when
+        ``last.pt`` is unreadable."""
+        last = self.last_checkpoint
+        if last.is_file():
+            tmp = self.checkpoints / ".previous.pt.link"
+            tmp.unlink(missing_ok=True)
+            os.link(last, tmp)
+            os.replace(tmp, self.previous_checkpoint)
+        save_checkpoint(last, state)
+
+    def load_state(self, map_location="cpu") -> tuple[dict, str | None]:
+        """The newest readable checkpoint: ``(state, note)``, where ``note`` says so when
+        ``last.pt`` was unreadable and ``previous.pt`` was used.
+
+        Raises:
+            CheckpointError: no checkpoint can be read (each one's reason is named).
+        """
+        errors = []
+        for path in (self.last_checkpoint, self.previous_checkpoint):
+            if not path.is_file():
+                continue
+            try:
+                state = load_checkpoint(path, map_location=map_location)
+            except CheckpointError as e:
+                errors.append(str(e))
+                continue
+            note = None
+            if errors:
+                note = f"{errors[0]}; falling back to {path.name} (epoch {state['epoch']})"
+            return state, note
+        raise CheckpointError(
+            "; ".join(errors) or f"{self.checkpoints}: no checkpoint to resume from"
+        )
+
+    @property
     def figures(self) -> Path:
         return self.path / "figures"
 
@@ -123,7 +164,7 @@ class RunDir:
         return {k: v["run_id"] for k, v in ledger.items() if v.get("run_id")}
 
     def has_checkpoint(self) -> bool:
-        return self.last_checkpoint.is_file()
+        return self.last_checkpoint.is_file() or self.previous_checkpoint.is_file()
 
     def is_finished(self) -> bool:
         s = self.summary()

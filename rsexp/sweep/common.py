@@ -12,6 +12,11 @@ PARENT_ATTR = "mlflow_parent_run_id"  # study attribute: the sweep's MLflow pare
 STOPPED_ATTR = "stopped"  # study attribute: why the sweep stopped before its budget
 
 
+class SweepStopped(RuntimeError):
+    """The sweep ended without a result to confirm (trials failing the same way, or no
+    trial completed); says why and where the logs are."""
+
+
 @dataclass
 class SweepPaths:
     """Where one study writes: ``runs/<experiment>/sweep-<study>/`` holds its trials'

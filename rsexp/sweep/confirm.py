@@ -21,7 +21,7 @@ from rsexp.config import Config, load_config
 from rsexp.report.labels import ABLATION, ROW_LABELS, model_name
 from rsexp.report.tables import write_ablation, write_comparison
 from rsexp.sweep import space as sp
-from rsexp.sweep.common import PARENT_ATTR, SweepPaths, run_tags
+from rsexp.sweep.common import PARENT_ATTR, SweepPaths, SweepStopped, run_tags
 from rsexp.track.parent import finish_parent_run
 
 
@@ -61,9 +61,11 @@ def confirm(
     console: Console,
 ) -> dict:
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials()):
-        raise RuntimeError(
-            f"study {study.study_name} has no completed trial to confirm; "
-            f"see {paths.root}/worker-*.log"
+        reasons = sorted({t.user_attrs.get("fail_reason", "") for t in study.get_trials()} - {""})
+        raise SweepStopped(
+            f"study {study.study_name} has no completed trial to confirm"
+            + (f" (trial failures: {'; '.join(reasons[:3])})" if reasons else "")
+            + f"; see {paths.root}/worker-*.log"
         )
     best = study.best_trial
     knobs = best.user_attrs.get("knobs") or sp.knobs_from_params(best.params, cfg.sweep.space)

@@ -11,6 +11,7 @@ trial re-run after its worker died continues the dead trial's run from its check
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,7 +27,13 @@ from rich.table import Table
 from rsexp.config import Config, load_config
 from rsexp.experiment import Interrupted, prepare
 from rsexp.sweep import space as sp
-from rsexp.sweep.common import PARENT_ATTR, STOPPED_ATTR, sweep_paths, trial_epochs
+from rsexp.sweep.common import (
+    PARENT_ATTR,
+    STOPPED_ATTR,
+    SweepStopped,
+    sweep_paths,
+    trial_epochs,
+)
 from rsexp.sweep.confirm import confirm
 from rsexp.sweep.study import (
     budget_used,
@@ -36,11 +43,8 @@ from rsexp.sweep.study import (
     requeue_interrupted,
 )
 from rsexp.sweep.worker import waiting
-from rsexp.track.parent import open_parent_run
-
-
-class SweepStopped(RuntimeError):
-    """The sweep stopped before its budget (trials failing the same way); says why."""
+from rsexp.track.parent import finish_parent_run, open_parent_run
+from rsexp.track.provenance import redact_text
 
 
 def live_table(study: optuna.Study, budget: int) -> Table:
@@ -86,6 +90,17 @@ def _parent_run(cfg: Config, study: optuna.Study) -> str | None:
     return ref
 
 
+def _die_with_parent() -> None:
+    """In a worker, before exec: SIGTERM when the driver dies (even by SIGKILL), so no
+    worker trains on alone. SIGTERM takes the Ctrl-C path: checkpoint, trial marked
+    interrupted, re-run on the next ``rsexp sweep``."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _start_workers(config, overrides, study_name, storage_url, workers, root) -> list:
     procs = []
     for i in range(workers):
@@ -109,6 +124,7 @@ def _start_workers(config, overrides, study_name, storage_url, workers, root) ->
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=os.environ.copy(),
+                preexec_fn=_die_with_parent,
             )
         )
     return procs
@@ -152,37 +168,80 @@ def sweep(
     _parent_run(cfg, study)
     paths = sweep_paths(cfg, study_name, reports)
     paths.root.mkdir(parents=True, exist_ok=True)
-    console.rule(f"[bold]rsexp sweep[/] {study_name} ({escape(storage_url)})")
+    console.rule(f"[bold]rsexp sweep[/] {study_name} ({escape(redact_text(storage_url))})")
     if requeued:
         console.print(f"re-running interrupted trials {requeued} from their checkpoints")
 
-    procs = []
-    if budget_used(study) < cfg.sweep.trials or waiting(study):
-        procs = _start_workers(config, overrides, study_name, storage_url, workers, paths.root)
     try:
-        with Live(
-            live_table(study, cfg.sweep.trials), console=console, refresh_per_second=1
-        ) as live:
-            while any(p.poll() is None for p in procs):
-                time.sleep(1.0)
-                live.update(live_table(study, cfg.sweep.trials))
-            live.update(live_table(study, cfg.sweep.trials))
+        _run_trials(cfg, config, overrides, study, storage_url, workers, paths, console)
+        if study.user_attrs.get(STOPPED_ATTR):
+            raise SweepStopped(
+                f"sweep {study_name} stopped before its budget: "
+                f"{study.user_attrs[STOPPED_ATTR]}. Fix the cause and run the same command "
+                f"again to continue (worker logs: {paths.root}/worker-<i>.log)"
+            )
+        return confirm(cfg, overrides, config, study, paths, workers, console)
+    except KeyboardInterrupt:
+        _close_parent(cfg, study, "KILLED")
+        raise
+    except Exception:  # the parent run says how the sweep ended; the error goes on
+        _close_parent(cfg, study, "FAILED")
+        raise
+
+
+def _close_parent(cfg: Config, study: optuna.Study, status: str) -> None:
+    finish_parent_run(
+        cfg.track,
+        cfg.train.runs_dir,
+        study.user_attrs.get(PARENT_ATTR),
+        cfg.experiment,
+        status=status,
+    )
+
+
+def _run_trials(cfg, config, overrides, study, storage_url, workers, paths, console) -> None:
+    """Start workers until the whole budget is COMPLETE, PRUNED or FAIL.
+
+    A trial still RUNNING that no worker of this driver owns (a worker on another
+    machine, or one whose driver was killed) is waited for: it finishes, or its
+    heartbeat goes stale after ``sweep.grace_period`` and it is failed and queued for a
+    re-run that continues its run folder; then workers start again to run it.
+    """
+    budget, procs = cfg.sweep.trials, []
+
+    def table():
+        return live_table(study, budget)
+
+    try:
+        with Live(table(), console=console, refresh_per_second=1) as live:
+            while True:
+                fail_stale_trials(study)
+                requeue_interrupted(study)
+                if study.user_attrs.get(STOPPED_ATTR):
+                    return
+                if budget_used(study) < budget or waiting(study):
+                    procs = _start_workers(
+                        config, overrides, study.study_name, storage_url, workers, paths.root
+                    )
+                    while any(p.poll() is None for p in procs):
+                        time.sleep(1.0)
+                        live.update(table())
+                    bad = [i for i, p in enumerate(procs) if p.returncode != 0]
+                    if bad:
+                        raise RuntimeError(
+                            f"sweep workers {bad} failed; see {paths.root}/worker-<i>.log"
+                        )
+                    continue
+                if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    live.update(table())
+                    return
+                time.sleep(1.0)  # a trial another process owns: wait for it
+                live.update(table())
     except KeyboardInterrupt:
         for p in procs:  # the workers got the same Ctrl-C: they checkpoint and stop
             p.wait()
         console.print(
             f"[yellow]interrupted[/]; run the same command again to continue "
-            f"(study {study_name} in {escape(storage_url)})"
+            f"(study {study.study_name} in {escape(redact_text(storage_url))})"
         )
         raise Interrupted("sweep interrupted") from None
-    bad = [i for i, p in enumerate(procs) if p.returncode not in (0, None)]
-    if bad:
-        raise RuntimeError(f"sweep workers {bad} failed; see {paths.root}/worker-<i>.log")
-    stopped = optuna.load_study(study_name=study_name, storage=storage_url).user_attrs
-    if stopped.get(STOPPED_ATTR):
-        raise SweepStopped(
-            f"sweep {study_name} stopped before its budget: {stopped[STOPPED_ATTR]}. Fix "
-            f"the cause and run the same command again to continue (worker logs: "
-            f"{paths.root}/worker-<i>.log)"
-        )
-    return confirm(cfg, overrides, config, study, paths, workers, console)

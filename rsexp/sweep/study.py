@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
@@ -21,10 +22,69 @@ def default_storage(cfg: Config) -> str:
     return f"sqlite:///{path}"
 
 
+class StorageError(ValueError):
+    """A ``--storage`` URL that cannot work; says what to fix, create or install."""
+
+
+def _shown(url: str) -> str:
+    from rsexp.track.provenance import redact_text
+
+    return redact_text(url)
+
+
+def storage_url(url: str) -> str:
+    """Check a storage URL and name its driver.
+
+    SQLAlchemy 2 maps a plain ``postgresql://`` to psycopg 3; rsexp installs psycopg2
+    (``psycopg2-binary``), so such a URL is given that driver unless psycopg 3 is there.
+    """
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise StorageError(
+            f"--storage {_shown(url)!r} is not a URL; use sqlite:///<path>.db or "
+            f"postgresql://<user>@<host>/<database>"
+        )
+    dialect = scheme.split("+")[0]
+    if dialect == "sqlite":
+        path = Path(rest.removeprefix("/")) if rest.startswith("/") else Path(rest)
+        if rest and not path.parent.is_dir():
+            raise StorageError(
+                f"--storage {_shown(url)}: the folder {path.parent} does not exist; create it "
+                f"first (or leave --storage out for runs/<dataset>/optuna.db)"
+            )
+        return url
+    if dialect in ("postgresql", "postgres"):
+        driver = "psycopg" if importlib.util.find_spec("psycopg") else "psycopg2"
+        if "+" not in scheme:
+            url = f"postgresql+{driver}://{rest}"
+        return url
+    if dialect in ("mysql", "mariadb"):
+        return url
+    raise StorageError(
+        f"--storage {_shown(url)}: unknown database {scheme!r}; Optuna's RDB storage takes "
+        f"sqlite:///..., postgresql://... or mysql://..."
+    )
+
+
 def make_storage(url: str, cfg: Config) -> RDBStorage:
     """RDB storage with heartbeats: a worker that dies leaves a stale trial, which the
     next worker to start a trial fails and re-queues (``RetryHeartbeatStaleTrialCallback``)."""
+    url = storage_url(url)
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return _rdb(url, engine_kwargs, cfg)
+    except ImportError as e:
+        raise StorageError(
+            f"--storage {_shown(url)}: the database driver is not installed ({e.name}); "
+            f"pip install {'psycopg2-binary' if 'psycopg' in str(e.name) else e.name}"
+        ) from e
+    except sqlalchemy.exc.OperationalError as e:
+        raise StorageError(f"--storage {_shown(url)}: cannot connect: {e.orig}") from e
+
+
+def _rdb(url: str, engine_kwargs: dict, cfg: Config) -> RDBStorage:
     return RDBStorage(
         url,
         engine_kwargs=engine_kwargs,

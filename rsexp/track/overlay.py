@@ -3,11 +3,22 @@ guidance cells outlined and the true / predicted labels written underneath."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from matplotlib import colormaps
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 _CMAP = colormaps["inferno"]
+
+
+@functools.cache
+def _font() -> ImageFont.FreeTypeFont:
+    """DejaVu Sans (shipped with matplotlib): PIL's default bitmap font draws class
+    names outside ASCII (SSv2 templates, translated labels) as boxes."""
+    from matplotlib import font_manager
+
+    return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 11)
 
 
 def render_overlay(
@@ -61,6 +72,7 @@ def render_overlay(
         (2, side + 1),
         f"true: {true_label}   pred: {pred_label} ({confidence:.2f})",
         fill=(0, 120, 0) if ok else (200, 0, 0),
+        font=_font(),
     )
     return np.asarray(strip)
 

@@ -12,12 +12,25 @@ from pathlib import Path
 
 REDACTED = "***"
 _SECRET_NAME = re.compile(r"(api[_-]?key|token|secret|passw(or)?d|credential|auth)", re.I)
+# values that are keys whatever their name: OpenAI/Anthropic-style, GitHub, Slack, HF
+_SECRET_VALUE = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|xox[abprs]-[A-Za-z0-9\-]{10,}"
+    r"|hf_[A-Za-z0-9]{20,})"
+)
 _URI_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@]+):(?P<pw>[^@/]+)@")
 
 
 def secret_values() -> set[str]:
     """Values of environment variables whose names look like keys, tokens or passwords."""
     return {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 6}
+
+
+def redact_text(text: str, secrets: set[str] | None = None) -> str:
+    """``text`` with known secret values, key-looking values and URI passwords masked."""
+    for s in secret_values() if secrets is None else secrets:
+        text = text.replace(s, REDACTED)
+    text = _SECRET_VALUE.sub(REDACTED, text)
+    return _URI_PASSWORD.sub(rf"\g<scheme>\g<user>:{REDACTED}@", text)
 
 
 def redact(params: dict, secrets: set[str] | None = None) -> dict:
@@ -31,9 +44,7 @@ def redact(params: dict, secrets: set[str] | None = None) -> dict:
         elif _SECRET_NAME.search(str(k).rsplit(".", 1)[-1]) and v not in ("", None):
             out[k] = REDACTED
         elif isinstance(v, str):
-            for s in secrets:
-                v = v.replace(s, REDACTED)
-            out[k] = _URI_PASSWORD.sub(rf"\g<scheme>\g<user>:{REDACTED}@", v)
+            out[k] = redact_text(v, secrets)
         else:
             out[k] = v
     return out

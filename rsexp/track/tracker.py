@@ -59,6 +59,9 @@ class Tracker:
         ]
         self.ledger_path = self.run_dir / TRACKERS_FILE
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rsexp-track")
+        # epochs each backend held at the resume: a resume from an older checkpoint
+        # (previous.pt) re-trains epochs a backend already has; they are not logged twice
+        self._held: dict[str, set[int]] = {}
         self._pending: list[Future] = []
 
     def flush(self) -> None:
@@ -114,6 +117,8 @@ class Tracker:
         step = int(record["epoch"])
         metrics = {k: v for k, v in record.items() if k != "epoch"}
         for w in self.writers:
+            if step in self._held.get(w.name, ()):
+                continue
             for key, (img, caption) in images.items():
                 w.log_image(key if w is self.local else safe_key(key), img, step, caption)
             w.log_metrics(metrics if w is self.local else _safe_keys(metrics), step)
@@ -134,6 +139,7 @@ class Tracker:
         keys = self._overlay_keys()
         for w in self.writers[1:]:
             have = w.logged_epochs()
+            self._held[w.name] = have
             have_images = w.logged_image_steps()
             missing = [h for h in history if int(h["epoch"]) not in have]
             for rec in missing:

@@ -54,7 +54,9 @@ class WandbWriter(Writer):
                 dir=str(info.run_dir),
                 tags=[f"{k}:{v}"[:64] for k, v in info.tags.items()],
                 reinit="create_new",
-                settings=wandb.Settings(silent=True, console="off"),
+                # x_disable_meta: W&B would record the command line (and any secret
+                # given on it) in the run's metadata
+                settings=wandb.Settings(silent=True, console="off", x_disable_meta=True),
             )
         except (wandb.Error, OSError) as e:
             raise TrackingError(f"W&B ({mode}): {e}") from e

@@ -1,0 +1,153 @@
+"""Sweep hardening (issue 9): a killed driver and an immediate rerun, storage URLs,
+reports beside the runs they describe."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from rsexp.cli import main
+from rsexp.config import load_config
+from rsexp.sweep.common import sweep_paths
+from rsexp.sweep.study import StorageError, counts, storage_url
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = str(ROOT / "sweeps" / "synthetic.yaml")
+
+
+def test_reports_live_with_the_runs_they_describe(tmp_path):
+    a = load_config(CONFIG, [f"train.runs_dir={tmp_path / 'a'}"])
+    b = load_config(CONFIG, [f"train.runs_dir={tmp_path / 'b'}"])
+    pa, pb = sweep_paths(a, "s"), sweep_paths(b, "s")
+    assert pa.reports != pb.reports
+    assert pa.reports.is_relative_to(tmp_path / "a") and pb.reports.is_relative_to(tmp_path / "b")
+    assert sweep_paths(a, "s", tmp_path / "mine").reports == tmp_path / "mine"
+
+
+def test_storage_urls_get_a_driver_or_a_clear_error(tmp_path):
+    assert storage_url("postgresql://postgres@127.0.0.1/x").startswith("postgresql+psycopg")
+    assert storage_url("postgresql+psycopg2://u@h/x") == "postgresql+psycopg2://u@h/x"
+    ok = f"sqlite:///{tmp_path}/o.db"
+    assert storage_url(ok) == ok
+    with pytest.raises(StorageError, match="does not exist; create it"):
+        storage_url(f"sqlite:///{tmp_path}/missing/o.db")
+    with pytest.raises(StorageError, match="unknown database 'mongodb'"):
+        storage_url("mongodb://h/x")
+    with pytest.raises(StorageError, match="not a URL"):
+        storage_url("runs/optuna.db")
+    with pytest.raises(StorageError) as e:
+        storage_url("redis://user:hunter2secret@h/x")
+    assert "hunter2secret" not in str(e.value)
+
+
+def test_a_plain_postgresql_url_runs_a_sweep(tiny, tmp_path, monkeypatch):
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    except psycopg2.OperationalError as e:
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({e})")
+    name = f"rsexp_plain_{os.getpid()}"
+    conn.autocommit = True
+    conn.cursor().execute(f"CREATE DATABASE {name}")
+    conn.close()
+    monkeypatch.chdir(tmp_path)
+    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    fast = ["sweep.epochs=1", "sweep.confirm_seeds=[0]", "sweep.ablation_seeds=[0]"]
+    args = ["sweep", "-c", CONFIG, "--trials", "1", "--storage", url, *tiny, *fast]
+    assert main([*args, "track.backends=[local]"]) == 0
+    study = optuna.load_study(study_name="synthetic-tsvit", storage=storage_url(url))
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split()[2] == "Z")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PDEATHSIG")
+def test_sigkilled_driver_then_immediate_rerun_is_exact(tiny, tmp_path):
+    """SIGKILL the sweep driver mid-trial, rerun at once: the worker it left does not
+    train on alone, the rerun finishes the dead trial (or re-runs it) instead of counting
+    it as done, the budget is exact, and every trial ends COMPLETE, PRUNED or FAIL."""
+    args = [
+        "sweep",
+        "-c",
+        CONFIG,
+        "--trials",
+        "2",
+        "--workers",
+        "1",
+        *tiny,
+        "data.synthetic.num_train=160",
+        "sweep.epochs=6",
+        "sweep.heartbeat_interval=1",
+        "sweep.grace_period=3",
+        "sweep.confirm_seeds=[0]",
+        "sweep.ablation_seeds=[0]",
+        "track.backends=[local]",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rsexp.cli", *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    trial_dir = tmp_path / "runs" / "synthetic" / "sweep-synthetic-tsvit" / "trial-0000"
+    deadline = time.monotonic() + 120
+    while not (
+        (trial_dir / "metrics.jsonl").is_file()
+        and (trial_dir / "metrics.jsonl").read_text().count("\n") >= 1
+    ):
+        assert proc.poll() is None and time.monotonic() < deadline, "trial never started"
+        time.sleep(0.1)
+    workers = children(proc.pid)
+    assert workers
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while any(alive(w) for w in workers):  # the orphan worker stops (PDEATHSIG)
+        assert time.monotonic() < deadline, "a worker outlived its driver"
+        time.sleep(0.1)
+    os.chdir(tmp_path)
+    try:
+        assert main(args) == 0
+    finally:
+        os.chdir(ROOT)
+    url = f"sqlite:///{(tmp_path / 'runs' / 'synthetic' / 'optuna.db').resolve()}"
+    trials = optuna.load_study(study_name="synthetic-tsvit", storage=url).get_trials()
+    assert len(counts(trials)) == 2
+    assert all(
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) for t in trials
+    )
+    final = [
+        t
+        for t in trials
+        if t.user_attrs.get("run_dir") == str(trial_dir)
+        and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    ]
+    assert final, "the killed trial's run was continued to its end"
+    epochs = [
+        json.loads(x)["epoch"] for x in (trial_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert epochs == list(range(1, len(epochs) + 1))  # each epoch once
+    reports = tmp_path / "runs" / "synthetic" / "sweep-synthetic-tsvit" / "reports"
+    assert (reports / "comparison.md").is_file()
