@@ -429,11 +429,40 @@ def _set_dotted(tree: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+# loss.preset=released: the released training code's settings, for every key the YAML
+# or the command line does not set itself
+RELEASED = {
+    "lambda_s": 0.15,
+    "lambda_t": 0.25,
+    "tau": 1.0,
+    "consensus": "sharpened",
+    "consensus_power": 1 / 0.7,
+    "ce_on": "all_levels",
+    "spatial_every": 10,
+    "segments": {"split": "released"},
+}
+
+
+def _apply_preset(tree: dict) -> None:
+    loss = tree.get("loss")
+    if not isinstance(loss, dict) or loss.get("preset") != "released":
+        return
+    for key, value in RELEASED.items():
+        if isinstance(value, dict):
+            seg = loss.setdefault(key, {})
+            if isinstance(seg, dict):
+                for k, v in value.items():
+                    seg.setdefault(k, v)
+        else:
+            loss.setdefault(key, value)
+
+
 def from_dict(data: dict, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     tree = _deep_copy(data)
     for arg in overrides:
         key, value = parse_override(arg)
         _set_dotted(tree, key, value)
+    _apply_preset(tree)
     return _build(Config, tree)
 
 

@@ -135,3 +135,82 @@ def test_segments_follow_the_paper():
     assert all(sl.stop - sl.start >= 1 for sl in tiny.values())
     with pytest.raises(ValueError):
         segment_slices(8, 0.0, 0.6)
+
+
+# --------------------------------------------------------------------------------------
+# loss.preset=released against a transcription of the authors' released train.py / model.py
+
+
+def _released_js(p_im, p_ctx, p_nar, temperature=0.7):
+    """Transcribed from the released compute_js_divergence_loss."""
+    p_bar = (p_im + p_ctx + p_nar) / 3.0
+    if temperature != 1.0:
+        p_bar = torch.pow(p_bar, 1.0 / temperature)
+        p_bar = p_bar / (p_bar.sum(dim=-1, keepdim=True) + 1e-12)
+    kls = [
+        torch.nn.functional.kl_div(torch.log(p_bar + 1e-12), p, reduction="batchmean")
+        for p in (p_im, p_ctx, p_nar)
+    ]
+    return sum(kls) / 3.0
+
+
+def _released_segments(T):
+    """Transcribed from the released _adaptive_temporal_segmentation:
+    (immediate_start, immediate_end, context_start, context_end)."""
+    if T <= 4:
+        return 0, T, 0, T
+    elif T <= 8:
+        return T // 2, T, 0, T
+    elif T <= 16:
+        return 3 * T // 4, T, T // 4, 3 * T // 4
+    immediate_length = max(4, T // 8)
+    context_length = max(8, T // 4)
+    context_start = max(0, T // 2 - context_length // 2)
+    return T - immediate_length, T, context_start, min(T, context_start + context_length)
+
+
+def test_released_preset_sets_the_released_settings():
+    from rsexp.config import load_config
+
+    cfg = load_config(None, ["loss.preset=released"])
+    lc = cfg.loss
+    assert (lc.lambda_s, lc.lambda_t, lc.tau) == (0.15, 0.25, 1.0)
+    assert lc.consensus == "sharpened" and lc.consensus_power == pytest.approx(1 / 0.7)
+    assert lc.ce_on == "all_levels" and lc.spatial_every == 10
+    assert lc.segments.split == "released"
+    # an explicit setting wins over the preset
+    assert load_config(None, ["loss.preset=released", "loss.lambda_s=0.4"]).loss.lambda_s == 0.4
+
+
+def test_released_temporal_loss_matches_the_transcription():
+    torch.manual_seed(0)
+    z = [torch.randn(6, 10, dtype=torch.float64) * 3 for _ in range(3)]
+    ours = temporal_consistency_loss(*z, tau=1.0, consensus_mode="sharpened",
+                                     consensus_power=1 / 0.7)  # fmt: skip
+    theirs = _released_js(*(t.softmax(-1) for t in z))
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("T", [2, 4, 5, 8, 9, 12, 16, 17, 32, 64])
+def test_released_segments_match_the_transcription(T):
+    from rsexp.core.segments import released_slices
+
+    s = released_slices(T)
+    assert (s["im"].start, s["im"].stop, s["ctx"].start, s["ctx"].stop) == _released_segments(T)
+    assert s["nar"] == slice(0, T)
+
+
+def test_released_ce_is_the_sum_over_the_three_heads():
+    from rsexp.core.models.output import VideoOutput
+    from rsexp.core.settings import LossConfig
+    from rsexp.core.step import rs_losses
+
+    torch.manual_seed(0)
+    z = {k: torch.randn(4, 5) for k in ("im", "ctx", "nar")}
+    labels = torch.tensor([0, 1, 2, 3])
+    out = VideoOutput(z["nar"], z, torch.full((4, 2, 16), 1 / 16))
+    mask = torch.zeros(4, 2, 16, dtype=torch.bool)
+    terms = rs_losses(out, labels, mask, mask.any(-1), LossConfig(ce_on="all_levels"))
+    ce = torch.nn.functional.cross_entropy
+    expected = ce(z["im"], labels) + ce(z["ctx"], labels) + ce(z["nar"], labels)
+    torch.testing.assert_close(terms["loss/ce"], expected)

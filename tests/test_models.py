@@ -119,3 +119,39 @@ def test_timesformer_loads_vit_layout(tmp_path):
     assert model.pos_embed.shape == (1, 1 + 4, 16)  # 4x4 -> 2x2 patch grid, resized
     with pytest.raises(FileNotFoundError):
         load_pretrained(model, tmp_path / "missing.pth")
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("split", ["ratio", "released"])
+def test_each_level_sees_only_its_segment(name, split):
+    """Paper §2.3.2: the immediate / contextual logits are functions of their segment's
+    frames only. Perturbing a frame outside a segment leaves its logits unchanged;
+    perturbing one inside changes them."""
+    from rsexp.core.settings import SegmentsConfig
+
+    torch.manual_seed(0)
+    T10 = 12  # the released split: ratios of 12 frames; ViViT's 6 tubelets
+    cfg = ModelConfig(name=name, **SMALL)
+    model = create_model(
+        cfg,
+        num_classes=C,
+        num_frames=T10,
+        img_size=S,
+        guidance_grid=4,
+        segments=SegmentsConfig(split=split),
+    ).eval()
+    tub = getattr(model, "tubelet", 1)
+    x = torch.randn(1, T10, 3, S, S)
+    with torch.no_grad():
+        base = model(x).level_logits
+    for lvl in ("im", "ctx"):
+        seg = model.segments[lvl]
+        inside = set(range(seg.start * tub, seg.stop * tub))
+        outside = sorted(set(range(T10)) - inside)
+        cases = [(sorted(inside), True)] + ([(outside, False)] if outside else [])
+        for frames, should_move in cases:
+            y = x.clone()
+            y[:, frames] += torch.randn_like(y[:, frames])
+            with torch.no_grad():
+                moved = not torch.allclose(model(y).level_logits[lvl], base[lvl], atol=1e-5)
+            assert moved == should_move, f"{name} {lvl}: frames {frames}"

@@ -5,6 +5,35 @@ from __future__ import annotations
 LEVELS = ("im", "ctx", "nar")
 
 
+def released_slices(num_frames: int) -> dict[str, slice]:
+    """The released model's segments, adaptive to the clip length T (its
+    ``_adaptive_temporal_segmentation``): T <= 4: both views are the whole clip; T <= 8:
+    immediate = the last half, contextual = all; T <= 16: immediate = the last quarter,
+    contextual = the middle half; longer: immediate = the last max(4, T // 8) frames,
+    contextual = max(8, T // 4) frames centred on T // 2."""
+    T = num_frames
+    if T <= 4:
+        im, ctx = (0, T), (0, T)
+    elif T <= 8:
+        im, ctx = (T // 2, T), (0, T)
+    elif T <= 16:
+        im, ctx = (3 * T // 4, T), (T // 4, 3 * T // 4)
+    else:
+        n_im, n_ctx = max(4, T // 8), max(8, T // 4)
+        start = max(0, T // 2 - n_ctx // 2)
+        im, ctx = (T - n_im, T), (start, min(T, start + n_ctx))
+    return {"im": slice(*im), "ctx": slice(*ctx), "nar": slice(0, T)}
+
+
+def slices_for(num_frames: int, segments) -> dict[str, slice]:
+    """The segments a ``SegmentsConfig`` asks for, on ``num_frames`` temporal tokens."""
+    if segments.split == "released":
+        return released_slices(num_frames)
+    return segment_slices(
+        num_frames, segments.immediate, segments.contextual, segments.immediate_at
+    )
+
+
 def segment_slices(
     num_frames: int, immediate: float = 0.2, contextual: float = 0.6, immediate_at: str = "start"
 ) -> dict[str, slice]:

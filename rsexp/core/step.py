@@ -40,10 +40,10 @@ def rs_losses(
     """
     if w.ce_on == "clip":
         ce = F.cross_entropy(out.logits.float(), labels)
-    else:  # released code: CE on each of the three heads
+    else:  # released code: the CE of the three heads, summed
         ce = torch.stack(
             [F.cross_entropy(z.float(), labels) for z in out.level_logits.values()]
-        ).mean()
+        ).sum()
     if with_spatial:
         spatial = spatial_alignment_loss(out.attn.float(), mask, frame_valid, w.eps)
     else:

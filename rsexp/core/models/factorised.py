@@ -15,7 +15,7 @@ from torch import nn
 from rsexp.core.attn_grid import AttentionToGrid
 from rsexp.core.models.layers import Block, init_weights, resolve_layer, sincos_1d, sincos_2d
 from rsexp.core.models.output import VideoOutput
-from rsexp.core.segments import LEVELS, segment_slices
+from rsexp.core.segments import LEVELS, slices_for
 from rsexp.core.settings import ModelConfig, SegmentsConfig
 
 
@@ -53,9 +53,7 @@ class FactorisedVideoViT(nn.Module):
         k = img_size // patch_size
         self.patch_grid = (k, k)
         self.attn_layer = resolve_layer(cfg.attn_layer, depth)
-        self.segments = segment_slices(
-            self.num_tokens_t, segments.immediate, segments.contextual, segments.immediate_at
-        )
+        self.segments = slices_for(self.num_tokens_t, segments)
 
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv3d(

@@ -19,7 +19,7 @@ from torch import nn
 from rsexp.core.attn_grid import AttentionToGrid
 from rsexp.core.models.layers import Attention, init_weights, resolve_layer, sincos_1d, sincos_2d
 from rsexp.core.models.output import VideoOutput
-from rsexp.core.segments import segment_slices
+from rsexp.core.segments import LEVELS, slices_for
 from rsexp.core.settings import ModelConfig, SegmentsConfig
 
 
@@ -82,9 +82,7 @@ class TimeSformer(nn.Module):
         k = img_size // patch_size
         self.patch_grid = (k, k)
         self.attn_layer = resolve_layer(cfg.attn_layer, depth)
-        self.segments = segment_slices(
-            num_frames, segments.immediate, segments.contextual, segments.immediate_at
-        )
+        self.segments = slices_for(num_frames, segments)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + k * k, embed_dim))
         self.time_embed = nn.Parameter(torch.zeros(1, num_frames, embed_dim))
@@ -107,29 +105,48 @@ class TimeSformer(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"cls_token", "pos_embed", "time_embed"}
 
-    def forward(self, x: torch.Tensor) -> VideoOutput:
-        """x: [B, T, C, H, W] float frames."""
-        B, T = x.shape[:2]
-        x = self.patch_embed(x.flatten(0, 1))  # [B*T, K, D]
-        K, D = x.shape[1:]
-        x = x + self.pos_embed[:, 1:]
-        x = x.reshape(B, T, K, D) + self.time_embed[:, :T, None]
+    def encode(
+        self, tokens: torch.Tensor, seg: slice, with_attn: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Divided space-time attention over the frames ``seg`` only.
+
+        tokens: [B, T, K, D] patch embeddings (with spatial positions) -> the clip's
+        CLS [B, D] and, with ``with_attn``, the supervised layer's CLS->patch attention
+        [B, T', K].
+        """
+        x = tokens[:, seg] + self.time_embed[:, seg, None]  # absolute frame positions
+        B, T, K, D = x.shape
         x = x.transpose(1, 2).reshape(B, K * T, D)  # tokens ordered (k, t)
         cls = self.cls_token + self.pos_embed[:, :1]
         x = self.pos_drop(torch.cat([cls.expand(B, -1, -1), x], dim=1))
         cls_attn = None
         for i, blk in enumerate(self.blocks):
-            x, a = blk(x, T, return_cls_attn=i == self.attn_layer)
+            x, a = blk(x, T, return_cls_attn=with_attn and i == self.attn_layer)
             cls_attn = a if a is not None else cls_attn
-        x = self.norm(x)
-        patches = x[:, 1:].reshape(B, K, T, D)
-        level_logits = {
-            "im": self.head(patches[:, :, self.segments["im"]].mean(dim=(1, 2))),
-            "ctx": self.head(patches[:, :, self.segments["ctx"]].mean(dim=(1, 2))),
-            "nar": self.head(x[:, 0]),
-        }
-        attn = self.to_grid(cls_attn.reshape(B, T, K))
-        return VideoOutput(level_logits["nar"], level_logits, attn)
+        attn = cls_attn.reshape(B, T, K) if cls_attn is not None else None
+        return self.norm(x[:, 0]), attn
+
+    def forward(self, x: torch.Tensor) -> VideoOutput:
+        """x: [B, T, C, H, W] float frames.
+
+        Each level's logits see only their segment's frames (paper §2.3.2): divided
+        space-time attention mixes every frame it is given, so the immediate and
+        contextual views are their own passes over their frames; the narrative pass
+        (all frames) gives the clip logits and the supervised attention.
+        """
+        B, T = x.shape[:2]
+        tokens = self.patch_embed(x.flatten(0, 1))  # [B*T, K, D]
+        tokens = (tokens + self.pos_embed[:, 1:]).reshape(B, T, *tokens.shape[1:])
+        nar, cls_attn = self.encode(tokens, self.segments["nar"], with_attn=True)
+        level_logits = {"nar": self.head(nar)}
+        for lvl in ("im", "ctx"):
+            seg = self.segments[lvl]
+            if seg == self.segments["nar"]:  # a view of the whole clip is the narrative
+                level_logits[lvl] = level_logits["nar"]
+            else:
+                level_logits[lvl] = self.head(self.encode(tokens, seg, with_attn=False)[0])
+        level_logits = {lvl: level_logits[lvl] for lvl in LEVELS}
+        return VideoOutput(level_logits["nar"], level_logits, self.to_grid(cls_attn))
 
 
 def _resize_pos_embed(pe: torch.Tensor, grid: int) -> torch.Tensor:
