@@ -16,7 +16,11 @@ TRACKER ?=
 SWEEP_FLAGS = --workers $(WORKERS) $(if $(TRIALS),--trials $(TRIALS)) \
 	$(if $(STORAGE),--storage $(STORAGE)) $(if $(TRACKER),track.backends=[$(TRACKER)])
 
-.PHONY: setup train resume sweep prepare test lint format bench-rs bench-track bench-decode clean
+MODELS ?= tsvit,vivit,timesformer,timesformer*
+SEEDS ?= 3
+CHECKPOINT ?=
+
+.PHONY: setup train resume sweep paper prepare test lint format bench-rs bench-track bench-decode clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +35,10 @@ train: setup
 
 sweep: setup
 	$(BIN)/rsexp sweep --config $(CONFIG) $(SWEEP_FLAGS) $(ARGS)
+
+paper: setup
+	$(BIN)/rsexp paper --config $(CONFIG) --models '$(MODELS)' --seeds $(SEEDS) \
+		--workers $(WORKERS) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(ARGS)
 
 prepare: setup
 	$(BIN)/rsexp prepare --config $(CONFIG) $(ARGS)

@@ -2,9 +2,11 @@
 
 Trains TSViT on ``sweeps/synthetic.yaml`` with lambda_s = lambda_t = 0 (baseline) and
 with RS (the file's lambdas), over several seeds, two runs at a time with one CPU thread
-each, and prints mean +- std of the final validation metrics.
+each, and prints mean +- std of the final metrics on the test split (the separately
+generated test clips; ``--split val`` for the validation clips).
 
-    python benchmarks/rs_gain.py [--seeds 0 1 2] [--workers 2] [key=value ...]
+    python benchmarks/rs_gain.py [--config sweeps/synthetic_easy.yaml] [--seeds 0 1 2]
+        [--workers 2] [key=value ...]
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--runs-dir", default="runs/bench")
+    p.add_argument("--split", default="test", choices=["test", "val"], help="the split to report")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
+    split = args.split
 
     methods = {"TSViT": ["loss.lambda_s=0", "loss.lambda_t=0"], "TSViT + RS": []}
     jobs = [(m, s) for m in methods for s in args.seeds]
@@ -70,25 +74,26 @@ def main(argv=None) -> int:
             r = fut.result()
             results[m].append(r)
             progress.console.print(
-                f"{m:<11} seed {s}: top1 {r['val/top1']:.2f}  ({r['wall_s']:.0f}s, {r['run_dir']})"
+                f"{m:<11} seed {s}: {split} top1 {r[f'{split}/top1']:.2f}  "
+                f"({r['wall_s']:.0f}s, {r['run_dir']})"
             )
             progress.advance(task)
     total = time.perf_counter() - t0
 
-    table = Table(title=f"rsexp bench-rs: {args.config}, seeds {args.seeds}")
+    table = Table(title=f"rsexp bench-rs: {args.config}, seeds {args.seeds}, {split} split")
     for col in ("Method", "Top-1 ↑", "Top-5 ↑", "Clip Loss ↓", "s / run"):
         table.add_column(col)
     for m, rs in results.items():
         table.add_row(
             m,
-            fmt([r["val/top1"] for r in rs]),
-            fmt([r["val/top5"] for r in rs]),
-            fmt([r["val/clip_loss"] for r in rs], 3),
+            fmt([r[f"{split}/top1"] for r in rs]),
+            fmt([r[f"{split}/top5"] for r in rs]),
+            fmt([r[f"{split}/clip_loss"] for r in rs], 3),
             f"{statistics.mean(r['wall_s'] for r in rs):.0f}",
         )
     console.print(table)
-    gain = statistics.mean(r["val/top1"] for r in results["TSViT + RS"]) - statistics.mean(
-        r["val/top1"] for r in results["TSViT"]
+    gain = statistics.mean(r[f"{split}/top1"] for r in results["TSViT + RS"]) - statistics.mean(
+        r[f"{split}/top1"] for r in results["TSViT"]
     )
     console.print(
         f"RS gain: {gain:+.2f} top-1 points | total {total:.0f}s on "

@@ -1,4 +1,4 @@
-"""``rsexp`` command line: train, resume, sweep, prepare, models, config."""
+"""``rsexp`` command line: train, resume, sweep, paper, prepare, models, config."""
 
 from __future__ import annotations
 
@@ -81,6 +81,18 @@ def _parser() -> argparse.ArgumentParser:
     wk.add_argument("--storage", required=True)
     wk.add_argument("overrides", nargs="*")
 
+    pa = sub.add_parser("paper", help="train every Table 1 row of a dataset, write its block")
+    pa.add_argument("--config", "-c", default=None, help="sweeps/<dataset>.yaml")
+    pa.add_argument(
+        "--models",
+        default="tsvit,vivit,timesformer,timesformer*",
+        help="rows, comma-separated (timesformer* needs --checkpoint)",
+    )
+    pa.add_argument("--seeds", type=int, default=3)
+    pa.add_argument("--checkpoint", default=None, help="local Kinetics-400 TimeSformer weights")
+    pa.add_argument("--workers", type=int, default=1)
+    pa.add_argument("overrides", nargs="*")
+
     pr = sub.add_parser(
         "prepare", help="read a dataset's index and decode its clip cache (no training)"
     )
@@ -140,6 +152,18 @@ def main(argv: list[str] | None = None) -> int:
             except StorageError as e:
                 err.print("[red]error:[/]", escape(str(e)))
                 return 2
+        elif args.command == "paper":
+            from rsexp.sweep.paper import paper
+
+            paper(
+                args.config,
+                args.overrides,
+                models=[m for m in args.models.split(",") if m],
+                seeds=args.seeds,
+                checkpoint=args.checkpoint,
+                workers=args.workers,
+                console=console,
+            )
         elif args.command == "prepare":
             from rsexp.experiment import prepare
 

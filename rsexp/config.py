@@ -34,7 +34,8 @@ class SyntheticConfig:
     """The embedded procedurally generated benchmark (``rsexp/data/synthetic.py``)."""
 
     num_train: int = 640
-    num_val: int = 480
+    num_val: int = 480  # held out for val/* (model selection)
+    num_test: int = 480  # a separately generated test set for test/* (reported only)
     num_classes: int = 8
     num_distractors: int = 2
     object_size: int = 5
@@ -43,6 +44,7 @@ class SyntheticConfig:
 
     def __post_init__(self):
         _check(self.num_train > 0 and self.num_val > 0, "data.synthetic", "sizes must be > 0")
+        _check(self.num_test >= 0, "data.synthetic.num_test", "must be >= 0")
         _check(2 <= self.num_classes <= 8, "data.synthetic.num_classes", "must be in [2, 8]")
         _check(self.num_distractors >= 0, "data.synthetic.num_distractors", "must be >= 0")
 
@@ -61,8 +63,15 @@ class DataConfig:
     augment: bool = False
     hflip: bool = False
     # Real datasets: which official split / fold (UCF101 1-3, UCF50 group-wise fold 1-5,
-    # Desktop Assembly split file k; SSv2 has one).
+    # Desktop Assembly split file k; SSv2 has one). Its evaluation side is the test split
+    # (test/*, reported, never used to choose).
     split: int = 1
+    # Share of the training side held out as the validation split (val/*: sweep
+    # objective, pruning, best epoch), carved whole by actor group for UCF (clips of a
+    # group share actors and scenes) and by video elsewhere, seeded by val_seed. 0 = none:
+    # train on the whole training side (the sweep's confirmation runs).
+    val_fraction: float = 0.2
+    val_seed: int = 0
     # Candidate frames cached per temporal segment of a training clip; each epoch picks
     # one at random (TSN-style jitter). 1 = the same uniformly spaced frames every epoch.
     temporal_jitter: int = 2
@@ -78,6 +87,7 @@ class DataConfig:
 
     def __post_init__(self):
         _check(self.split >= 1, "data.split", "must be >= 1")
+        _check(0 <= self.val_fraction < 1, "data.val_fraction", "must be in [0, 1)")
         _check(self.temporal_jitter >= 1, "data.temporal_jitter", "must be >= 1")
         _check(self.decode_workers >= 0, "data.decode_workers", "must be >= 0")
         _check(self.bad_videos in ("error", "skip"), "data.bad_videos", "must be error or skip")

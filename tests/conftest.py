@@ -13,6 +13,7 @@ TINY = [
     "data.batch_size=8",
     "data.synthetic.num_train=24",
     "data.synthetic.num_val=16",
+    "data.synthetic.num_test=16",
     "data.synthetic.num_classes=4",
     "data.synthetic.object_size=3",
     "model.embed_dim=16",

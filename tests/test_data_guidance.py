@@ -44,13 +44,18 @@ def test_synthetic_guidance_marks_the_actor():
 
 
 def test_synthetic_cache_is_reused(tmp_path):
-    cfg = SyntheticConfig(num_train=10, num_val=6)
-    tr, va, cache = load_or_generate(cfg, 4, 16, 4, tmp_path)
+    cfg = SyntheticConfig(num_train=10, num_val=6, num_test=5)
+    splits, cache = load_or_generate(cfg, 4, 16, 4, tmp_path)
     assert (cache / "clips.npz").is_file()
-    tr2, va2, cache2 = load_or_generate(cfg, 4, 16, 4, tmp_path)
+    splits2, cache2 = load_or_generate(cfg, 4, 16, 4, tmp_path)
     assert cache2 == cache
-    np.testing.assert_array_equal(tr.videos, tr2.videos)
-    assert tr2.video_ids == tr.video_ids and len(va2.video_ids) == 6
+    np.testing.assert_array_equal(splits["train"].videos, splits2["train"].videos)
+    assert splits2["train"].video_ids == splits["train"].video_ids
+    assert [len(splits2[s].video_ids) for s in ("val", "test")] == [6, 5]
+    # the test set is other clips than training and validation ones
+    test = splits["test"].videos.reshape(5, -1)
+    seen = np.concatenate([splits[s].videos for s in ("train", "val")]).reshape(16, -1)
+    assert not (test[:, None] == seen[None]).all(-1).any()
 
 
 def test_grid_round_trip():

@@ -173,7 +173,7 @@ def test_a_corrupt_last_checkpoint_falls_back_or_leaves_trackers_alone(tiny, tmp
 def test_any_error_marks_the_run_failed_everywhere_with_its_reason(tiny, tmp_path, monkeypatch):
     import rsexp.experiment.loop as loop
 
-    def broken(self, progress=None):
+    def broken(self, split="val", progress=None):
         raise RuntimeError("evaluation exploded")
 
     monkeypatch.setattr(loop.Trainer, "evaluate", broken)
@@ -192,11 +192,11 @@ def test_ctrl_c_during_validation_keeps_the_trained_epoch(tiny, tmp_path, monkey
     reference = train(load_config(CONFIG, over), run_dir=tmp_path / "ref")
     real, calls = loop.Trainer.evaluate, {"n": 0}
 
-    def cut(self, progress=None):
+    def cut(self, split="val", progress=None):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt("SIGINT received")
-        return real(self, progress)
+        return real(self, split, progress)
 
     monkeypatch.setattr(loop.Trainer, "evaluate", cut)
     with pytest.raises(KeyboardInterrupt):

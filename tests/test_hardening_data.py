@@ -139,20 +139,23 @@ def test_tracker_keys_are_safe_for_every_dataset_id():
 
 
 def make_desktop_assembly(root: Path) -> Path:
-    """Two 60-frame videos of three actions each, in the action-segmentation layout."""
+    """Three 60-frame videos of three actions each, in the action-segmentation layout:
+    two train (one held out for validation), one test."""
     base = root / "desktop_assembly"
     (base / "groundTruth").mkdir(parents=True)
     (base / "splits").mkdir()
     actions = ["background", "pick_screwdriver", "place_lid"]
     (base / "mapping.txt").write_text("".join(f"{i} {a}\n" for i, a in enumerate(actions)))
     guidance = {}
-    for v in ("2020-03-07_desk07", "2020-03-08_desk02"):
+    for v in ("2020-03-07_desk07", "2020-03-07_desk09", "2020-03-08_desk02"):
         write_video(base / "videos" / f"{v}.mp4", n=60, hw=(48, 64))
         seq = [actions[min(i // 20, 2)] for i in range(60)]
         (base / "groundTruth" / f"{v}.txt").write_text("\n".join(seq) + "\n")
         region = json.dumps({"key_regions": [[1, 1]]})
         guidance[v] = {str(f): {"text": region} for f in range(0, 60, 2)}
-    (base / "splits" / "train.split1.bundle").write_text("2020-03-07_desk07.txt\n")
+    (base / "splits" / "train.split1.bundle").write_text(
+        "2020-03-07_desk07.txt\n2020-03-07_desk09.txt\n"
+    )
     (base / "splits" / "test.split1.bundle").write_text("2020-03-08_desk02.txt\n")
     (base / "guidance.json").write_text(json.dumps(guidance))
     return base
@@ -190,7 +193,7 @@ def test_desktop_assembly_trains_with_mlflow_despite_at_in_clip_ids(tmp_path):
     run = client.get_run(rd.tracker_ids()["mlflow"])
     assert run.info.status == "FINISHED"
     images = [f.path for f in client.list_artifacts(run.info.run_id, "images")]
-    assert any("desk02_" in p for p in images), images  # '@' became '_'
+    assert any("_0-20+step" in p for p in images), images  # "@" became "_"
 
 
 def test_overlay_draws_non_ascii_class_names():

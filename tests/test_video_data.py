@@ -230,21 +230,21 @@ def test_bad_video_stops_after_the_pass_keeping_the_rest_then_skip(tmp_path):
     base = make_ucf50(tmp_path / "data", classes=("A", "B"), groups=8, n=12)
     victim = base / "videos" / "B" / "v_B_g07_c01.avi"  # a training video (fold 1)
     victim.write_bytes(victim.read_bytes()[:-200])  # truncated
-    cfg = real_cfg(tmp_path)
+    cfg = real_cfg(tmp_path, "data.val_fraction=0")  # the whole training side trains
     with pytest.raises(VideoDecodeError) as e:
         build_raw("ucf50", cfg.data, 4)
     msg = str(e.value)
     assert "1 of 6 train clips of ucf50 could not be decoded" in msg
     assert "v_B_g07_c01.avi: truncated" in msg
     assert "data.bad_videos=skip" in msg and "15 decoded clips are cached" in msg
-    skip = real_cfg(tmp_path, "data.bad_videos=skip")
+    skip = real_cfg(tmp_path, "data.bad_videos=skip", "data.val_fraction=0")
     with pytest.warns(UserWarning, match="left out 1 clips"):
         raw = build_raw("ucf50", skip.data, 4)
     assert len(raw.train.ids) == 5 and "v_B_g07_c01" not in raw.train.ids
-    assert list(raw.skipped) == ["v_B_g07_c01"] and len(raw.val.ids) == 10
+    assert list(raw.skipped) == ["v_B_g07_c01"] and len(raw.test.ids) == 10
     assert raw.train.choices == 2 and raw.train.frames.shape == (5, 8)
     assert raw.train.videos[0].shape == (8, 18, 18, 3)  # 16 * 8/7, for random crops
-    assert raw.val.videos[0].shape == (4, 16, 16, 3)
+    assert raw.val is None and raw.test.videos[0].shape == (4, 16, 16, 3)
 
 
 def test_guidance_follows_the_centre_crop_and_the_sampled_frames():
@@ -330,11 +330,13 @@ def test_cli_trains_on_a_real_video_dataset_and_reuses_the_cache(tmp_path, capsy
     assert 0 <= record["val/top1"] <= 100 and np.isfinite(record["loss/spatial"])
     assert record["loss/spatial"] > 0  # guidance reached the spatial loss through the crop
     out = " ".join(capsys.readouterr().out.split())
-    assert "15 val clips" in out and "3 classes" in out  # fold 1: groups 1-5 held out
+    # fold 1: groups 1-5 are the test side; 1 of the 5 training groups validates
+    assert "12 train / 3 val / 15 test clips" in out and "3 classes" in out
     cache = tmp_path / "data" / "ucf50" / "cache"
     metas = {p.name: (p / "meta.jsonl").read_text() for p in cache.iterdir()}
-    assert sorted(metas) == ["train1-k8-s37-jpeg-v2", "val1-k4-s32-jpeg-v2"]
-    assert len(metas["train1-k8-s37-jpeg-v2"].splitlines()) == 15
+    assert sorted(metas) == ["eval1-k4-s32-jpeg-v2", "train1-k8-s37-jpeg-v2"]
+    assert len(metas["train1-k8-s37-jpeg-v2"].splitlines()) == 12
+    assert len(metas["eval1-k4-s32-jpeg-v2"].splitlines()) == 3 + 15
     # overlays of real clips were drawn
     assert list((run_dir / "overlays").rglob("*.png"))
     # a second run decodes nothing
@@ -351,7 +353,7 @@ def test_real_dataset_without_guidance_trains_the_baseline_only(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"ucf50/guidance\.json\. The spatial loss"):
         build_data(real_cfg(tmp_path))
     data = build_data(real_cfg(tmp_path, "loss.lambda_s=0", "loss.lambda_t=0"))
-    assert len(data.train) == 6 and data.guided_frame_fraction == 0
+    assert len(data.train) + len(data.val) == 6 and data.guided_frame_fraction == 0
 
 
 def test_ctrl_c_while_decoding_keeps_what_is_decoded(tmp_path):
@@ -383,7 +385,7 @@ def test_ctrl_c_while_decoding_keeps_what_is_decoded(tmp_path):
     assert proc.returncode == 130, out
     assert "interrupted before training started" in out and "Traceback" not in out
     done = meta.read_text().count("\n")
-    assert 4 <= done < 80  # fold 1 trains on 4 classes x 20 groups
+    assert 4 <= done < 64  # fold 1 trains on 4 classes x 16 of its 20 groups (4 validate)
     # every clip file on disk is recorded: none decoded in vain
     recorded = {json.loads(x)["clip"] for x in meta.read_text().splitlines()}
     on_disk = {p.stem for p in meta.parent.glob("*.npz")}
@@ -392,7 +394,7 @@ def test_ctrl_c_while_decoding_keeps_what_is_decoded(tmp_path):
     started = []
     cfg = load_config(ROOT / "sweeps" / "ucf50.yaml", overrides)
     build_raw("ucf50", cfg.data, 4, lambda desc, n: started.append((desc, n)) or (lambda: None))
-    assert started[0] == (f"decoding ucf50 train ({80 - done} clips)", 80 - done)
+    assert started[0] == (f"decoding ucf50 train ({64 - done} clips)", 64 - done)
 
 
 def test_sweep_on_a_real_video_dataset_writes_its_tables(tmp_path):
@@ -441,9 +443,26 @@ def test_sweep_on_a_real_video_dataset_writes_its_tables(tmp_path):
             tmp_path / "runs" / "ucf50" / "sweep-ucf50-tsvit" / "reports" / "ablation.md"
         ).read_text()
     )
-    # the driver decoded the cache once; the workers and confirmation runs reused it
+    # the driver decoded the cache once; the workers and confirmation runs reused it:
+    # 15 training clips (5 groups x 3 classes; confirmation runs train on all of them),
+    # 3 validation clips (1 group held out of training) + 15 test clips (fold 1)
     metas = list((tmp_path / "data" / "ucf50" / "cache").glob("*/meta.jsonl"))
-    assert sorted(len(m.read_text().splitlines()) for m in metas) == [15, 15]
+    assert sorted(len(m.read_text().splitlines()) for m in metas) == [15, 18]
+    # model selection never saw the test split; the confirmation runs report on it
+    sweep_root = tmp_path / "runs" / "ucf50" / "sweep-ucf50-tsvit"
+    for trial in sweep_root.glob("trial-*"):
+        splits = json.loads((trial / "splits.json").read_text())
+        assert splits["val"] and splits["test"]
+        assert not set(splits["test"]) & (set(splits["val"]) | set(splits["train"]))
+        groups = {c.rsplit("_g", 1)[1][:2] for c in splits["val"]}
+        assert not any(f"_g{g}_" in c for g in groups for c in splits["train"])
+        records = [json.loads(x) for x in (trial / "metrics.jsonl").read_text().splitlines()]
+        assert all("val/top1" in r for r in records)
+    for run in (sweep_root / "confirm").iterdir():
+        summary = json.loads((run / "summary.json").read_text())
+        assert "test/top1" in summary and "val/top1" not in summary
+        assert json.loads((run / "splits.json").read_text())["val_fraction"] == 0
+    assert "Metrics on the test split" in comparison
 
 
 def test_cli_prepare_reports_what_is_ready_and_names_bad_input(tmp_path, capsys):
@@ -454,11 +473,12 @@ def test_cli_prepare_reports_what_is_ready_and_names_bad_input(tmp_path, capsys)
     with pytest.warns(UserWarning, match="ucf50: left out 1 clips"):
         assert main([*args, "data.bad_videos=skip"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "data ucf50 (split 1): 5 train / 10 val clips, 2 classes, 1 bad videos left out" in out
+    expected = "data ucf50 (split 1): 3 train / 2 val / 10 test clips, 2 classes, 1 bad videos"
+    assert expected in out
     cache = tmp_path / "data" / "ucf50" / "cache"
     joined = "".join(out.split())  # the console wraps long paths anywhere
     assert (
-        f"{cache}/train1-k16-s18-jpeg-v2(" in joined and f"{cache}/val1-k8-s16-jpeg-v2(" in joined
+        f"{cache}/train1-k16-s18-jpeg-v2(" in joined and f"{cache}/eval1-k8-s16-jpeg-v2(" in joined
     )
     assert "of training frames guided (coverage 0.6)" in out
     (base / "videos" / "A" / "v_A.avi").touch()

@@ -12,30 +12,39 @@ from pathlib import Path
 import numpy as np
 
 from rsexp.data.registry import REAL_DATASETS, register_dataset
-from rsexp.data.splits import Progress, RawSplits, Split
+from rsexp.data.splits import Progress, RawSplits, Split, carve_val
 
 
 @register_dataset
 def synthetic(data_cfg, grid: int, progress: Progress | None = None) -> RawSplits:
-    """The embedded benchmark; writes its exact guidance in the released JSON format."""
+    """The embedded benchmark; writes its exact guidance in the released JSON format.
+    Its validation set is generated held-out data (``data.val_fraction=0`` leaves it out:
+    its training set is already the whole training side). Its test set is generated
+    from a seed stream of its own."""
     from rsexp.data.synthetic import CLASS_NAMES, load_or_generate
 
-    train, val, cache = load_or_generate(
+    gen, cache = load_or_generate(
         data_cfg.synthetic, data_cfg.num_frames, data_cfg.frame_size, grid, data_cfg.root
     )
     frames = np.arange(data_cfg.num_frames)[None]
-    splits = [
-        Split(s.video_ids, s.videos, s.labels, frames.repeat(len(s.labels), 0), s.video_ids)
-        for s in (train, val)
-    ]
-    exact = (train.video_ids + val.video_ids, np.concatenate([train.cells, val.cells]))
+    splits = {
+        name: Split(s.video_ids, s.videos, s.labels, frames.repeat(len(s.labels), 0), s.video_ids)
+        for name, s in gen.items()
+    }
+    if data_cfg.val_fraction == 0:
+        del splits["val"]
+    exact = (
+        [i for s in gen.values() for i in s.video_ids],
+        np.concatenate([s.cells for s in gen.values()]),
+    )
     return RawSplits(
-        splits[0],
-        splits[1],
-        list(CLASS_NAMES[: data_cfg.synthetic.num_classes]),
-        cache / "guidance.json",
-        cache.name,
-        exact,
+        train=splits["train"],
+        val=splits.get("val"),
+        test=splits.get("test"),
+        class_names=list(CLASS_NAMES[: data_cfg.synthetic.num_classes]),
+        guidance_path=cache / "guidance.json",
+        digest=cache.name,
+        exact_guidance=exact,
         cache_dirs=[cache],
     )
 
@@ -89,15 +98,25 @@ def _build_real(name: str, data_cfg, grid: int, progress: Progress | None) -> Ra
 
     root = Path(data_cfg.root) / name
     index = INDEX_READERS[name](root, data_cfg.split)
-    for side, entries in (("train", index.train), ("val", index.val)):
-        if not entries:
+    for side, listed in (("training", index.train), ("evaluation", index.val)):
+        if not listed:
             raise DatasetLayoutError(
                 f"{name} split {data_cfg.split}: the {side} side lists no video; check the "
                 f"split files under {root} or choose another data.split"
             )
+    try:
+        train, val = carve_val(
+            index.train, data_cfg.val_fraction, data_cfg.val_seed, VAL_GROUP.get(name, _video)
+        )
+    except ValueError as e:
+        raise DatasetLayoutError(f"{name} split {data_cfg.split}: {e}") from None
+    entries = {"train": train, "val": val, "test": index.val}
     base = Path(data_cfg.cache_dir) if data_cfg.cache_dir else root / "cache"
     T, size = data_cfg.num_frames, data_cfg.frame_size
     train_size = round(size * 8 / 7) if data_cfg.augment else size
+    # training clips keep the candidate frames for temporal jitter at the crop size;
+    # validation and test clips (one folder: changing val_fraction decodes nothing)
+    # keep the segment centres at the frame size
     caches = {
         "train": ClipCache(
             base,
@@ -106,21 +125,25 @@ def _build_real(name: str, data_cfg, grid: int, progress: Progress | None) -> Ra
             train_size,
             data_cfg.cache_format,
         ),
-        "val": ClipCache(base, f"val{data_cfg.split}", T, size, data_cfg.cache_format),
+        "eval": ClipCache(base, f"eval{data_cfg.split}", T, size, data_cfg.cache_format),
     }
-    entries = {"train": index.train, "val": index.val}
     decoded = {
-        s: _decode_split(name, s, entries[s], caches[s], data_cfg.decode_workers, progress)
-        for s in ("train", "val")
+        "train": _decode_split(
+            name, "train", train, caches["train"], data_cfg.decode_workers, progress
+        ),
+        "eval": _decode_split(
+            name, "val/test", val + index.val, caches["eval"], data_cfg.decode_workers, progress
+        ),
     }
     failures = {s: decoded[s][1] for s in decoded if decoded[s][1]}
     where = ", ".join(str(caches[s].root / "failures.json") for s in failures)
+    sizes = {"train": len(train), "eval": len(val) + len(index.val)}
     if failures and data_cfg.bad_videos == "error":
         bad = sorted(set().union(*failures.values()))
         first = "\n".join(
             f"  {c}: {why}" for f in failures.values() for c, why in sorted(f.items())[:5]
         )
-        counts = " and ".join(f"{len(f)} of {len(entries[s])} {s}" for s, f in failures.items())
+        counts = " and ".join(f"{len(f)} of {sizes[s]} {s}" for s, f in failures.items())
         n_ok = sum(len(decoded[s][0]) for s in decoded)
         raise VideoDecodeError(
             f"{counts} clips of {name} could not be decoded ({len(bad)} in all):\n{first}\n"
@@ -135,24 +158,47 @@ def _build_real(name: str, data_cfg, grid: int, progress: Progress | None) -> Ra
             f"see {where}",
             stacklevel=2,
         )
-    splits = {s: _cached_split(entries[s], caches[s], decoded[s][0], T) for s in caches}
+    cache_of = {"train": "train", "val": "eval", "test": "eval"}
+    splits = {
+        s: _cached_split(entries[s], caches[cache_of[s]], decoded[cache_of[s]][0], T)
+        for s in entries
+        if entries[s]
+    }
     for s, sp in splits.items():
         if not sp.ids:
-            raise VideoDecodeError(f"{name} {s}: no clip could be decoded ({caches[s].root})")
+            raise VideoDecodeError(
+                f"{name} {s}: no clip could be decoded ({caches[cache_of[s]].root})"
+            )
     listing = "\n".join(
-        f"{i}\t{y}" for sp in splits.values() for i, y in zip(sp.ids, sp.labels, strict=True)
+        f"{s}\t{i}\t{y}"
+        for s, sp in splits.items()
+        for i, y in zip(sp.ids, sp.labels, strict=True)
     )
     digest = hashlib.sha1(f"{name}:{data_cfg.split}\n{listing}".encode()).hexdigest()[:12]
     skipped = {c: why for f in failures.values() for c, why in f.items()}
     return RawSplits(
-        splits["train"],
-        splits["val"],
-        index.class_names,
-        root / "guidance.json",
-        digest,
+        train=splits["train"],
+        val=splits.get("val"),
+        test=splits["test"],
+        class_names=index.class_names,
+        guidance_path=root / "guidance.json",
+        digest=digest,
         skipped=skipped,
         cache_dirs=[c.root for c in caches.values()],
     )
+
+
+def _video(entry) -> str:
+    return entry.key
+
+
+def _ucf_group(entry) -> str:
+    """The actor group of a UCF clip (``v_<Class>_g<NN>_c<NN>``): clips of one group share
+    actors and scenes, so a validation split takes whole groups."""
+    return entry.key.rsplit("_g", 1)[-1].split("_")[0]
+
+
+VAL_GROUP = {"ucf50": _ucf_group, "ucf101": _ucf_group}
 
 
 for _name in REAL_DATASETS:

@@ -3,6 +3,7 @@ attached, and the :class:`RawSplits` around them."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,19 +68,41 @@ class Split:
         return out
 
 
+def carve_val(entries: list, fraction: float, seed: int, group_of: Callable) -> tuple:
+    """``(train, val)``: whole groups of ``entries`` (``group_of(entry)``: the actor group
+    for UCF, the video elsewhere) held out as the validation split, about ``fraction``
+    of the groups, chosen with ``seed``; at least one group stays on each side."""
+    if fraction <= 0:
+        return list(entries), []
+    groups = sorted({group_of(e) for e in entries})
+    if len(groups) < 2:
+        raise ValueError(
+            f"cannot hold out a validation split: the training side has {len(groups)} "
+            f"group(s) ({groups}); set data.val_fraction=0"
+        )
+    k = min(len(groups) - 1, max(1, round(fraction * len(groups))))
+    held = set(random.Random(seed).sample(groups, k))
+    return [e for e in entries if group_of(e) not in held], [
+        e for e in entries if group_of(e) in held
+    ]
+
+
 @dataclass
 class RawSplits:
-    """What a dataset builder returns: both splits, the class names, the dataset's
-    guidance JSON and a digest of the data for provenance. ``exact_guidance``, for
-    generated data only, is ``(video_ids, cells [V, T, g, g])`` for the experiment layer
-    to write at ``guidance_path`` in the released format. ``skipped`` names the videos
-    left out (``data.bad_videos=skip``) with their reasons."""
+    """What a dataset builder returns: the training split, the validation split (held
+    out of the training data; None with ``data.val_fraction=0``), the test split (the
+    dataset's official evaluation side; None if it has none), the class names, the
+    dataset's guidance JSON and a digest of the data for provenance. ``exact_guidance``,
+    for generated data only, is ``(video_ids, cells [V, T, g, g])`` for the experiment
+    layer to write at ``guidance_path`` in the released format. ``skipped`` names the
+    videos left out (``data.bad_videos=skip``) with their reasons."""
 
     train: Split
-    val: Split
+    val: Split | None
     class_names: list[str]
     guidance_path: Path
     digest: str
     exact_guidance: tuple | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     cache_dirs: list[Path] = field(default_factory=list)
+    test: Split | None = None

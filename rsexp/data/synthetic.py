@@ -128,6 +128,7 @@ def _params(cfg, num_frames: int, size: int, grid: int) -> dict:
         "version": GENERATOR_VERSION,
         "num_train": cfg.num_train,
         "num_val": cfg.num_val,
+        "num_test": cfg.num_test,
         "num_classes": cfg.num_classes,
         "num_distractors": cfg.num_distractors,
         "object_size": cfg.object_size,
@@ -148,7 +149,8 @@ def load_or_generate(cfg, num_frames: int, size: int, grid: int, root: str | Pat
         root: data root; the cache goes to ``<root>/synthetic/<digest>/``.
 
     Returns:
-        ``(train, val, cache_dir)``.
+        ``({"train": split, "val": split, "test": split}, cache_dir)``; no ``test`` when
+        ``num_test`` is 0.
     """
     params = _params(cfg, num_frames, size, grid)
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
@@ -164,29 +166,40 @@ def load_or_generate(cfg, num_frames: int, size: int, grid: int, root: str | Pat
             object_size=cfg.object_size,
             noise=cfg.noise,
         )
-        train = generate_split(cfg.num_train, seed=cfg.seed * 2, prefix="train", **common)
-        val = generate_split(cfg.num_val, seed=cfg.seed * 2 + 1, prefix="val", **common)
+        splits = {
+            name: generate_split(n, seed=seed, prefix=name, **common)
+            for name, n, seed in _SPLITS(cfg)
+        }
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / "clips.tmp.npz"
         np.savez(
             tmp,
             **{
                 f"{s}_{k}": getattr(split, k)
-                for s, split in (("train", train), ("val", val))
+                for s, split in splits.items()
                 for k in ("videos", "labels", "cells")
             },
         )
         tmp.replace(files)
         (cache / "meta.json").write_text(json.dumps(params, indent=1))
-        return train, val, cache
+        return splits, cache
     with np.load(files) as z:
-        splits = [
-            SyntheticSplit(
+        splits = {
+            s: SyntheticSplit(
                 [f"{s}_{i:05d}" for i in range(len(z[f"{s}_labels"]))],
                 z[f"{s}_videos"],
                 z[f"{s}_labels"],
                 z[f"{s}_cells"],
             )
-            for s in ("train", "val")
-        ]
-    return splits[0], splits[1], cache
+            for s, _, _ in _SPLITS(cfg)
+        }
+    return splits, cache
+
+
+def _SPLITS(cfg) -> list[tuple[str, int, int]]:
+    """(name, size, seed) of each generated split. The test set has a seed stream of its
+    own, far from the train/val seeds of any ``data.synthetic.seed``."""
+    out = [("train", cfg.num_train, cfg.seed * 2), ("val", cfg.num_val, cfg.seed * 2 + 1)]
+    if cfg.num_test:
+        out.append(("test", cfg.num_test, 1_000_000_007 + cfg.seed))
+    return out

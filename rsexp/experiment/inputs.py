@@ -15,14 +15,18 @@ from rsexp.config import Config
 from rsexp.data import REAL_DATASETS, build_raw
 from rsexp.data.dataset import ClipDataset
 from rsexp.data.transforms import SpatialAugment
-from rsexp.experiment.reporter import progress_bar
+from rsexp.experiment.reporter import describe_splits, progress_bar
 from rsexp.guidance.store import GuidanceFormatError, GuidanceStore, select_covered
 
 
 @dataclass
 class Data:
+    """The splits of a run: ``train``; ``val`` (held out of the training data, for
+    everything that chooses; None without one); ``test`` (the official evaluation side,
+    reported at the end, never used to choose; None if the dataset has none)."""
+
     train: ClipDataset
-    val: ClipDataset
+    val: ClipDataset | None
     class_names: list[str]
     guidance: GuidanceStore
     guidance_path: Path
@@ -30,6 +34,15 @@ class Data:
     digest: str
     skipped_videos: int = 0
     cache_dirs: list[Path] = field(default_factory=list)
+    test: ClipDataset | None = None
+
+    @property
+    def eval_sets(self) -> dict[str, ClipDataset]:
+        return {k: v for k, v in (("val", self.val), ("test", self.test)) if v is not None}
+
+    def split_ids(self) -> dict[str, list[str]]:
+        """The clip ids of each split (recorded in the run: ``splits.json``)."""
+        return {k: list(v.video_ids) for k, v in (("train", self.train), *self.eval_sets.items())}
 
 
 def load_guidance(cfg: Config, default_path: Path, exact=None) -> tuple[GuidanceStore, Path]:
@@ -70,7 +83,7 @@ def build_data(cfg: Config, console: Console | None = None) -> Data:
     def lookup(key: str, frames: np.ndarray) -> np.ndarray:
         return store.clip_mask(key, frames, g.max_frame_gap)[0]
 
-    tr, va = raw.train, raw.val
+    tr = raw.train
     covered = select_covered(tr.keys, g.coverage, g.seed)
     augment = None
     if cfg.data.augment:
@@ -85,12 +98,17 @@ def build_data(cfg: Config, console: Console | None = None) -> Data:
         seed=cfg.train.seed,
         train=True,
     )
-    val = ClipDataset(va.ids, va.videos, va.labels, va.guidance_masks(lookup, g.grid))
+    evals = {
+        name: ClipDataset(sp.ids, sp.videos, sp.labels, sp.guidance_masks(lookup, g.grid))
+        for name, sp in (("val", raw.val), ("test", raw.test))
+        if sp is not None
+    }
     if cfg.loss.lambda_s > 0 and g.coverage > 0:
         check_guided(train, [k in covered for k in tr.keys], tr.keys, store, path)
     return Data(
         train=train,
-        val=val,
+        val=evals.get("val"),
+        test=evals.get("test"),
         class_names=raw.class_names,
         guidance=store,
         guidance_path=path,
@@ -142,8 +160,8 @@ def prepare(cfg: Config, console: Console | None = None) -> Data:
     skipped = f", {data.skipped_videos} bad videos left out" if data.skipped_videos else ""
     split = f" (split {cfg.data.split})" if cfg.data.name in REAL_DATASETS else ""
     console.print(
-        f"data [bold]{cfg.data.name}[/]{split}: {len(data.train)} train / "
-        f"{len(data.val)} val clips, {len(data.class_names)} classes{skipped} | guidance "
+        f"data [bold]{cfg.data.name}[/]{split}: {describe_splits(data)}, "
+        f"{len(data.class_names)} classes{skipped} | guidance "
         f"{escape(data.guidance.source)}: {data.guided_frame_fraction:.0%} of training "
         f"frames guided (coverage {cfg.guidance.coverage:g}) | cache: "
         + ", ".join(f"{escape(str(d))} ({_size(d)})" for d in data.cache_dirs)

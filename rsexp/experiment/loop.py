@@ -58,7 +58,14 @@ class Trainer:
         self.start_epoch = 0
         self.global_step = 0
         self.partial: dict | None = None  # progress inside an interrupted epoch
-        self.overlay_clips = pick_overlay_clips(self.data.val, self.cfg.track.overlays.num_clips)
+        # overlays only show attention (they choose nothing): validation clips, or the
+        # test clips when there is no validation split
+        self.overlay_set = self.data.val if self.data.val is not None else self.data.test
+        self.overlay_clips = (
+            pick_overlay_clips(self.overlay_set, self.cfg.track.overlays.num_clips)
+            if self.overlay_set is not None
+            else []
+        )
         # a YAML written for a big machine (num_workers=8) runs as well on a small one
         self.num_workers = min(self.cfg.data.num_workers, len(os.sched_getaffinity(0)))
 
@@ -168,17 +175,17 @@ class Trainer:
         return meter
 
     @torch.no_grad()
-    def evaluate(self, progress: Progress | None = None) -> dict[str, float]:
-        """``val/*`` over the whole validation split, from summed counts."""
+    def evaluate(self, split: str = "val", progress: Progress | None = None) -> dict[str, float]:
+        """``<split>/*`` over the whole ``val`` or ``test`` split, from summed counts."""
         cfg = self.cfg
         loader = DataLoader(
-            self.data.val,
+            self.data.eval_sets[split],
             batch_size=cfg.data.batch_size,
             shuffle=False,
             num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(0),
         )
-        task = progress.add_task("val", total=len(loader)) if progress else None
+        task = progress.add_task(split, total=len(loader)) if progress else None
         meter = SumMeter()
         for batch in loader:
             meter.add(eval_step(self.model, batch, cfg.loss, amp=self.parts.amp).sums)
@@ -187,8 +194,8 @@ class Trainer:
         if progress:
             progress.remove_task(task)
         means = meter.means()
-        means.setdefault("loss_spatial", 0.0)  # no guided validation frame
-        return {f"val/{k}": v for k, v in means.items()}
+        means.setdefault("loss_spatial", 0.0)  # no guided frame in the split
+        return {f"{split}/{k}": v for k, v in means.items()}
 
     @torch.no_grad()
     def render_overlays(self, epoch: int) -> dict:
@@ -196,7 +203,7 @@ class Trainer:
         oc = self.cfg.track.overlays
         if not self.overlay_clips or epoch % oc.every and epoch != self.cfg.train.epochs:
             return {}
-        val = self.data.val
+        val = self.overlay_set
         batch = {
             k: torch.stack([val[i][k] for i in self.overlay_clips])
             for k in ("video", "label", "mask", "frame_valid")
@@ -219,7 +226,11 @@ class Trainer:
         record.setdefault("loss/spatial", 0.0)  # no guided frame in the whole epoch
         record["lr"] = self._lr(self.global_step - 1)
         try:
-            record.update(self.evaluate(progress))
+            if self.data.val is not None:
+                record.update(self.evaluate("val", progress))
+            # the test split is evaluated once, at the end: reported, never chosen on
+            if self.data.test is not None and epoch == self.cfg.train.epochs:
+                record.update(self.evaluate("test", progress))
             images = self.render_overlays(epoch)
         except KeyboardInterrupt as e:
             # keep the finished training pass: the resume starts with the evaluation
@@ -232,7 +243,12 @@ class Trainer:
         record["guidance/frac_frames"] = self.data.guided_frame_fraction
         with deferred_interrupts():  # checkpoint and log are short: finish them whole
             self.history.append(record)
-            improved = self.best is None or record["val/top1"] > self.best["val/top1"]
+            # best = highest val/top1; without a validation split, the last epoch
+            improved = (
+                self.best is None
+                or "val/top1" not in record
+                or record["val/top1"] > self.best["val/top1"]
+            )
             if improved:
                 self.best = record
             state = self.state(epoch)

@@ -35,6 +35,12 @@ def progress_bar(console: Console) -> Progress:
     return Progress(*progress_columns(), console=console, transient=True)
 
 
+def describe_splits(data) -> str:
+    """``640 train / 320 val / 320 test clips``."""
+    sets = {"train": data.train, **data.eval_sets}
+    return " / ".join(f"{len(v)} {k}" for k, v in sets.items()) + " clips"
+
+
 class Reporter:
     """Everything a run prints, in one place (the loop only calls it)."""
 
@@ -56,8 +62,8 @@ class Reporter:
         self.console.print(
             f"model [bold]{cfg.model.name}[/]: {run.num_params:,} parameters on "
             f"{run.device}{' (bf16 autocast)' if run.amp else ''} | data "
-            f"[bold]{cfg.data.name}[/]: {len(data.train)} train / {len(data.val)} val "
-            f"clips, {len(data.class_names)} classes{skipped} | guidance "
+            f"[bold]{cfg.data.name}[/]: {describe_splits(data)}, "
+            f"{len(data.class_names)} classes{skipped} | guidance "
             f"{escape(data.guidance.source)}: {data.guided_frame_fraction:.0%} of training "
             f"frames guided"
         )
@@ -75,12 +81,16 @@ class Reporter:
 
     def epoch(self, record: dict, epochs: int) -> None:
         r = record
+        evals = "".join(
+            f"  {s} top1 {r[f'{s}/top1']:.2f}  top5 {r[f'{s}/top5']:.2f}  "
+            f"clip loss {r[f'{s}/clip_loss']:.4f}"
+            for s in ("val", "test")
+            if f"{s}/top1" in r
+        )
         self.console.print(
             f"epoch {r['epoch']:>3}/{epochs}  loss {r['loss/total']:.4f} "
             f"(ce {r['loss/ce']:.4f}, spatial {r.get('loss/spatial', 0.0):.4f}, "
-            f"temporal {r['loss/temporal']:.4f})  val top1 {r['val/top1']:.2f}  "
-            f"top5 {r['val/top5']:.2f}  clip loss {r['val/clip_loss']:.4f}  "
-            f"{r['time/epoch_s']:.1f}s"
+            f"temporal {r['loss/temporal']:.4f}){evals}  {r['time/epoch_s']:.1f}s"
         )
 
     def stopped(self, last_epoch: int, epochs: int, run_dir: Path) -> None:
@@ -102,8 +112,15 @@ class Reporter:
         )
 
     def done(self, summary: dict, run_dir: Path, files: list[str]) -> None:
+        parts = []
+        if "val/top1" in summary:
+            parts.append(
+                f"val top1 {summary['val/top1']:.2f} (best {summary['best/val/top1']:.2f} "
+                f"at epoch {summary['best_epoch']})"
+            )
+        if "test/top1" in summary:
+            parts.append(f"test top1 {summary['test/top1']:.2f}")
         self.console.print(
-            f"[green]done[/]: val top1 {summary['val/top1']:.2f} (best "
-            f"{summary['best/val/top1']:.2f} at epoch {summary['best_epoch']}) | wrote "
+            f"[green]done[/]: {', '.join(parts)} | wrote "
             f"{escape(str(run_dir))}/{{{', '.join(files)}}}"
         )

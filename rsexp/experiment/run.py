@@ -86,6 +86,8 @@ def _setup(
     tracker.start(rd.name, cfg.experiment, _tags(cfg))
     try:
         parts = build_run(cfg, reporter.console)
+        if not resumed:
+            rd.write_splits(parts.data.split_ids(), cfg.data)
         trainer = Trainer(parts, rd, tracker, reporter, on_epoch)
         filled: dict = {}
         if state is not None:
@@ -124,7 +126,7 @@ def _finish(trainer: Trainer, last_epoch: int) -> RunResult:
         for path in (rd.last_checkpoint, rd.best_checkpoint):
             tracker.log_artifact(path, "checkpoints")
     tracker.finish("FINISHED")
-    files = [rd.CONFIG, rd.METRICS, rd.SUMMARY, "checkpoints/", "overlays/"]
+    files = [rd.CONFIG, rd.METRICS, rd.SUMMARY, "splits.json", "checkpoints/", "overlays/"]
     trainer.reporter.done(summary, rd.path, [*files, "figures/loss_dynamics.png"])
     return RunResult(rd.path, summary, trainer.history)
 

@@ -152,6 +152,18 @@ class RunDir:
     def write_summary(self, summary: dict) -> None:
         write_json_atomic(self.summary_path, summary)
 
+    def write_splits(self, split_ids: dict[str, list[str]], data_cfg) -> None:
+        """``splits.json``: which clips each split held (the validation split is carved
+        with a seed; this is the record that val and test never met)."""
+        write_json_atomic(
+            self.path / "splits.json",
+            {"val_fraction": data_cfg.val_fraction, "val_seed": data_cfg.val_seed, **split_ids},
+        )
+
+    def splits(self) -> dict:
+        path = self.path / "splits.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
     def metrics(self) -> list[dict]:
         return read_metrics(self.path)
 

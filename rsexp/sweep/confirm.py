@@ -81,6 +81,8 @@ def confirm(
             *overrides,
             *sp.to_overrides(dict(key)),
             f"train.seed={seed}",
+            # retrained on the whole training side; reported on the test split
+            "data.val_fraction=0",
             *(["train.threads=1"] if workers > 1 else []),
             *run_tags(study.study_name, "confirm", parent, component=name[0]),
         ]
@@ -99,11 +101,9 @@ def confirm(
         }
         for fut in as_completed(futures):
             name = futures[fut]
-            results[name] = fut.result()
-            progress.console.print(
-                f"{ROW_LABELS[name[0]]:<11} seed {name[1]}: "
-                f"{cfg.sweep.objective} {results[name][cfg.sweep.objective]:.2f}"
-            )
+            results[name] = r = fut.result()
+            shown = ", ".join(f"{k} {r[k]:.2f}" for k in ("test/top1", "val/top1") if k in r)
+            progress.console.print(f"{ROW_LABELS[name[0]]:<11} seed {name[1]}: {shown}")
             progress.advance(task)
 
     def summaries(row: str) -> list[dict]:

@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from rsexp.config import Config, load_config
+from rsexp.config import Config, ConfigError, load_config
 from rsexp.experiment import Interrupted, prepare
 from rsexp.sweep import space as sp
 from rsexp.sweep.common import (
@@ -150,10 +150,17 @@ def sweep(
     if trials is not None:
         overrides = [*overrides, f"sweep.trials={trials}"]
     cfg = load_config(config, overrides)
+    if cfg.sweep.objective.startswith("val/") and cfg.data.val_fraction == 0:
+        raise ConfigError(
+            f"sweep.objective: {cfg.sweep.objective} needs a validation split, but "
+            f"data.val_fraction is 0; the test split never chooses"
+        )
     # Check the data is there, read the index, decode the clip cache and load the guidance
     # once, here: the workers start on a warm cache and a data problem (missing data
     # first) stops the sweep before anything is created.
     prepare(cfg, console)
+    if cfg.data.val_fraction > 0:  # the confirmation runs train on the whole training side
+        prepare(load_config(config, [*overrides, "data.val_fraction=0"]), console)
     study_name = study_name or f"{cfg.experiment}-{cfg.model.name}"
     storage_url = storage or default_storage(cfg)
     study = open_study(study_name, make_storage(storage_url, cfg), cfg, trial_epochs(cfg))
