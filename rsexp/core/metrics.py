@@ -8,6 +8,7 @@ mean is exact whatever the batch sizes, and a distributed reduction is one
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from rsexp.core.losses import spatial_alignment_loss
@@ -64,3 +65,85 @@ class SumMeter:
 
     def means(self) -> dict[str, float]:
         return {k: self.sums[k] / self.count[k] for k in self.sums if self.count[k]}
+
+
+# --------------------------------------------------------------------------------------
+# Action segmentation (Desktop Assembly, paper Table 2): the definitions of the action-
+# segmentation literature (MS-TCN's evaluation): MoF, segmental Edit score, F1@{10,25,50}.
+
+
+def segments(labels, background=()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Maximal runs of one label: ``(label, start, end)`` arrays, ``end`` exclusive,
+    runs of a ``background`` label left out. labels: [F] ints."""
+    y = np.asarray(labels).ravel()
+    if y.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    starts = np.flatnonzero(np.r_[True, y[1:] != y[:-1]])
+    ends = np.r_[starts[1:], y.size]
+    lab = y[starts]
+    keep = ~np.isin(lab, np.asarray(background, dtype=y.dtype))
+    return lab[keep], starts[keep], ends[keep]
+
+
+def edit_distance(a: np.ndarray, b: np.ndarray) -> int:
+    """Levenshtein distance of two label sequences, one numpy row per element of ``a``
+    (the in-row dependency is a running minimum: d[j] = j + min_k<=j (d'[k] - k))."""
+    b = np.asarray(b)
+    row = np.arange(b.size + 1)
+    idx = np.arange(b.size + 1)
+    for x in np.asarray(a):
+        sub = row[:-1] + (b != x)  # substitute (or match)
+        new = np.minimum(np.r_[row[0] + 1, sub], row + 1)  # or delete
+        row = idx + np.minimum.accumulate(new - idx)  # or insert, left to right
+    return int(row[-1])
+
+
+def f1_at(pred_seg, gt_seg, threshold: float) -> float:
+    """F1 (%) of predicted against true segments at IoU >= ``threshold``: each predicted
+    segment, in order, is matched to the unmatched true segment of the same label with
+    the highest IoU; a true segment is matched at most once."""
+    pl, ps, pe = pred_seg
+    gl, gs, ge = gt_seg
+    if pl.size == 0 or gl.size == 0:
+        return 0.0
+    inter = np.minimum(pe[:, None], ge[None]) - np.maximum(ps[:, None], gs[None])
+    union = np.maximum(pe[:, None], ge[None]) - np.minimum(ps[:, None], gs[None])
+    iou = np.clip(inter, 0, None) / union * (pl[:, None] == gl[None])  # [P, G]
+    hit = np.zeros(gl.size, dtype=bool)
+    tp = 0
+    for row in iou:  # greedy, in prediction order (one step per predicted segment)
+        j = int(row.argmax())
+        if row[j] >= threshold and not hit[j]:
+            tp, hit[j] = tp + 1, True
+    fp, fn = pl.size - tp, gl.size - tp
+    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    return 0.0 if tp == 0 else 100.0 * 2 * precision * recall / (precision + recall)
+
+
+def segmentation_scores(pred, gt, background=()) -> dict[str, float]:
+    """MoF, Edit and F1@{10,25,50} (0-100) of a frame-wise prediction.
+
+    Args:
+        pred, gt: [F] integer labels per frame (e.g. a 30-minute video at 10 fps is
+            18,000 frames).
+        background: labels left out of every score (frames whose true label is one of
+            them do not count for MoF; their segments are not segments).
+
+    Returns:
+        ``{"mof", "edit", "f1@10", "f1@25", "f1@50"}``: MoF = frame accuracy; Edit =
+        (1 - Levenshtein(pred segments, true segments) / max of their counts) x 100;
+        F1@k with IoU >= k / 100.
+    """
+    pred, gt = np.asarray(pred).ravel(), np.asarray(gt).ravel()
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred has {pred.size} frames, gt {gt.size}")
+    counted = ~np.isin(gt, np.asarray(background, dtype=gt.dtype))
+    mof = 100.0 * float((pred == gt)[counted].mean()) if counted.any() else 0.0
+    p_seg, g_seg = segments(pred, background), segments(gt, background)
+    longest = max(p_seg[0].size, g_seg[0].size)
+    edit = 100.0 * (1 - edit_distance(p_seg[0], g_seg[0]) / longest) if longest else 100.0
+    out = {"mof": mof, "edit": edit}
+    for k in (10, 25, 50):
+        out[f"f1@{k}"] = f1_at(p_seg, g_seg, k / 100)
+    return out
