@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from rsexp.config import Config, load_config
+from rsexp.experiment.interrupts import die_with_parent
 from rsexp.report.labels import ABLATION, ROW_LABELS, model_name
 from rsexp.report.tables import write_ablation, write_comparison
 from rsexp.sweep import space as sp
@@ -91,7 +92,9 @@ def confirm(
     results: dict[tuple[str, int], dict] = {}
     spawn = multiprocessing.get_context("spawn")
     with (
-        ProcessPoolExecutor(max(1, workers), mp_context=spawn) as pool,
+        ProcessPoolExecutor(
+            max(1, workers), mp_context=spawn, initializer=die_with_parent
+        ) as pool,
         Progress(console=console) as progress,
     ):
         task = progress.add_task("confirmation runs", total=len(jobs))

@@ -11,7 +11,6 @@ trial re-run after its worker died continues the dead trial's run from its check
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from rich.table import Table
 
 from rsexp.config import Config, ConfigError, load_config
 from rsexp.experiment import Interrupted, prepare
+from rsexp.experiment.interrupts import die_with_parent
 from rsexp.sweep import space as sp
 from rsexp.sweep.common import (
     PARENT_ATTR,
@@ -90,17 +90,6 @@ def _parent_run(cfg: Config, study: optuna.Study) -> str | None:
     return ref
 
 
-def _die_with_parent() -> None:
-    """In a worker, before exec: SIGTERM when the driver dies (even by SIGKILL), so no
-    worker trains on alone. SIGTERM takes the Ctrl-C path: checkpoint, trial marked
-    interrupted, re-run on the next ``rsexp sweep``."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 def _start_workers(config, overrides, study_name, storage_url, workers, root) -> list:
     procs = []
     for i in range(workers):
@@ -124,7 +113,7 @@ def _start_workers(config, overrides, study_name, storage_url, workers, root) ->
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=os.environ.copy(),
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         )
     return procs

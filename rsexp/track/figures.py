@@ -13,11 +13,14 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 def loss_dynamics(history: list[dict], path: str | Path, title: str = "") -> Path:
     """2x2 panels vs. epoch: total loss, accuracy, spatial loss, temporal loss."""
-    epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(2, 2, figsize=(9, 6.5), constrained_layout=True)
     panels = [
         (axes[0, 0], "Total loss", [("loss/total", "train")]),
-        (axes[0, 1], "Accuracy (%)", [("val/top1", "val top-1"), ("val/top5", "val top-5")]),
+        (
+            axes[0, 1],
+            "Accuracy (%)",
+            [("val/top1", "val top-1"), ("val/top5", "val top-5"), ("test/top1", "test top-1")],
+        ),
         (
             axes[1, 0],
             "Spatial alignment loss",
@@ -27,13 +30,15 @@ def loss_dynamics(history: list[dict], path: str | Path, title: str = "") -> Pat
     ]
     for ax, name, series in panels:
         for key, label in series:
-            if all(key in h for h in history):
-                ax.plot(epochs, [h[key] for h in history], marker="o", ms=3, label=label)
+            points = [(h["epoch"], h[key]) for h in history if key in h]
+            if points:  # test/* exists at the last epoch only: a single marker
+                ax.plot(*zip(*points, strict=True), marker="o", ms=3, label=label)
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     path = Path(path)

@@ -10,33 +10,26 @@ from rsexp.core.registry import register_model
 from rsexp.core.settings import ConfigError, ModelConfig
 
 
+def _factorised(cfg: ModelConfig, patch: int, tubelet: int, **shape) -> FactorisedVideoViT:
+    """The two-stage model with the config's patch / tubelet, or the model's own."""
+    return FactorisedVideoViT(
+        cfg, patch_size=cfg.patch_size or patch, tubelet=cfg.tubelet or tubelet, **shape
+    )
+
+
 @register_model
 def tsvit(cfg: ModelConfig, *, img_size: int, guidance_grid: int, **shape):
     """TSViT (paper §2.1): one token per guidance cell, frame-level CLS, temporal stage."""
-    patch = cfg.patch_size or img_size // guidance_grid
-    return FactorisedVideoViT(
-        cfg,
-        img_size=img_size,
-        patch_size=patch,
-        guidance_grid=guidance_grid,
-        tubelet=cfg.tubelet or 1,
-        **shape,
-    )
+    patch = img_size // guidance_grid
+    return _factorised(cfg, patch, 1, img_size=img_size, guidance_grid=guidance_grid, **shape)
 
 
 @register_model
 def vivit(cfg: ModelConfig, *, img_size: int, guidance_grid: int, **shape):
     """ViViT factorised encoder: 2-frame tubelets on a patch grid twice as fine as the
     guidance grid."""
-    patch = cfg.patch_size or max(1, img_size // (2 * guidance_grid))
-    return FactorisedVideoViT(
-        cfg,
-        img_size=img_size,
-        patch_size=patch,
-        guidance_grid=guidance_grid,
-        tubelet=cfg.tubelet or 2,
-        **shape,
-    )
+    patch = max(1, img_size // (2 * guidance_grid))
+    return _factorised(cfg, patch, 2, img_size=img_size, guidance_grid=guidance_grid, **shape)
 
 
 @register_model
