@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from rsexp.config import Config, flatten, to_dict
+from rsexp.config import Config, flatten, load_config, to_dict
 
 PARENT_ATTR = "mlflow_parent_run_id"  # study attribute: the sweep's MLflow parent run
 STOPPED_ATTR = "stopped"  # study attribute: why the sweep stopped before its budget
@@ -56,3 +56,16 @@ def flat_overrides(cfg: Config) -> list[str]:
     on another machine with the same command builds the same trials."""
     flat = flatten(to_dict(cfg))
     return [f"{k}={json.dumps(v)}" for k, v in flat.items() if not k.startswith("sweep.")]
+
+
+def run_quietly(config, overrides: list[str], run_dir: str) -> dict:
+    """One run in a worker process (confirmation and paper runs), idempotent: a finished
+    run is read back, an interrupted one resumed. Returns its summary."""
+    import io
+
+    from rich.console import Console
+
+    from rsexp.experiment import run_or_resume
+
+    cfg = load_config(config, overrides)
+    return run_or_resume(cfg, run_dir, console=Console(file=io.StringIO())).summary

@@ -7,7 +7,6 @@ pools have started can deadlock in its first parallel op.
 
 from __future__ import annotations
 
-import io
 import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -17,21 +16,13 @@ import optuna
 from rich.console import Console
 from rich.progress import Progress
 
-from rsexp.config import Config, load_config
+from rsexp.config import Config
 from rsexp.experiment.interrupts import die_with_parent
 from rsexp.report.labels import ABLATION, ROW_LABELS, model_name
 from rsexp.report.tables import write_ablation, write_comparison
 from rsexp.sweep import space as sp
-from rsexp.sweep.common import PARENT_ATTR, SweepPaths, SweepStopped, run_tags
+from rsexp.sweep.common import PARENT_ATTR, SweepPaths, SweepStopped, run_quietly, run_tags
 from rsexp.track.parent import finish_parent_run
-
-
-def _run_one(config, overrides: list[str], run_dir: str) -> dict:
-    """Train or finish one confirmation run (idempotent: a finished run is read back)."""
-    from rsexp.experiment import run_or_resume
-
-    cfg = load_config(config, overrides)
-    return run_or_resume(cfg, run_dir, console=Console(file=io.StringIO())).summary
 
 
 def confirmation_rows(cfg: Config, knobs: dict) -> dict[str, tuple[dict, tuple[int, ...]]]:
@@ -99,7 +90,7 @@ def confirm(
     ):
         task = progress.add_task("confirmation runs", total=len(jobs))
         futures = {
-            pool.submit(_run_one, config, over, str(paths.confirm(*name))): name
+            pool.submit(run_quietly, config, over, str(paths.confirm(*name))): name
             for name, over in jobs.items()
         }
         for fut in as_completed(futures):

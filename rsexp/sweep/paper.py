@@ -8,7 +8,6 @@ idempotent: a finished run is read back, an interrupted one resumed.
 
 from __future__ import annotations
 
-import io
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -20,6 +19,7 @@ from rsexp.config import ConfigError, load_config
 from rsexp.experiment.interrupts import die_with_parent
 from rsexp.report.labels import model_name
 from rsexp.report.tables import write_comparison
+from rsexp.sweep.common import run_quietly
 
 # The paper's model sizes (§3.1, Table 1), for the real datasets. TSViT: the released
 # model's widths (128-d, 4 spatial + 3 temporal layers, 8 heads); ViViT: the factorised
@@ -49,13 +49,6 @@ def row_overrides(row: str, dataset: str, checkpoint: str | None) -> list[str]:
     if row.endswith("*"):
         over.append(f"model.pretrained={checkpoint}")
     return over
-
-
-def _run_one(config, overrides: list[str], run_dir: str) -> dict:
-    from rsexp.experiment import run_or_resume
-
-    cfg = load_config(config, overrides)
-    return run_or_resume(cfg, run_dir, console=Console(file=io.StringIO())).summary
 
 
 def paper(
@@ -108,7 +101,7 @@ def paper(
     ):
         task = progress.add_task(f"paper rows on {cfg.data.name}", total=len(jobs))
         futures = {
-            pool.submit(_run_one, config, over, str(run_dir)): key
+            pool.submit(run_quietly, config, over, str(run_dir)): key
             for key, (over, run_dir) in jobs.items()
         }
         for fut in as_completed(futures):
