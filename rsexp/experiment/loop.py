@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import torch
 from PIL import Image
@@ -300,6 +299,3 @@ class Trainer:
             summary["error"] = error
         self.run_dir.write_summary(summary)
         return summary
-
-    def figure_files(self) -> list[Path]:
-        return [self.run_dir.figures / "loss_dynamics.png"]
