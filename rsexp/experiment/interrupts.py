@@ -31,23 +31,33 @@ def deferred_interrupts():
     (validation, overlays, checkpoint: an interrupt there would throw away an epoch
     whose steps all ran).
     """
-    if not in_main_thread():
+    with signals_as_flags() as held:
         yield
-        return
-    held: list[int] = []
-    previous = {
-        sig: signal.signal(sig, lambda signum, frame: held.append(signum))
-        for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if held:
         raise KeyboardInterrupt(
             f"{signal.Signals(held[0]).name} received; stopped after the work in progress"
         )
+
+
+@contextmanager
+def signals_as_flags():
+    """Within the block Ctrl-C / SIGTERM raise nothing: each one is appended to the
+    yielded list, for a loop that polls it (the sweep driver, which must never be
+    interrupted inside a library call while its workers shut down). Outside the main
+    thread the list stays empty."""
+    received: list[int] = []
+    if not in_main_thread():
+        yield received
+        return
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _sigterm_as_interrupt(signum, frame):

@@ -11,6 +11,7 @@ trial re-run after its worker died continues the dead trial's run from its check
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from rich.table import Table
 
 from rsexp.config import Config, ConfigError, load_config
 from rsexp.experiment import Interrupted, prepare
-from rsexp.experiment.interrupts import die_with_parent
+from rsexp.experiment.interrupts import die_with_parent, signals_as_flags
 from rsexp.sweep import space as sp
 from rsexp.sweep.common import (
     PARENT_ATTR,
@@ -113,6 +114,7 @@ def _start_workers(config, overrides, study_name, storage_url, workers, root) ->
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=os.environ.copy(),
+                start_new_session=True,  # Ctrl-C reaches the driver, which passes it on
                 preexec_fn=die_with_parent,
             )
         )
@@ -202,42 +204,61 @@ def _run_trials(cfg, config, overrides, study, storage_url, workers, paths, cons
     machine, or one whose driver was killed) is waited for: it finishes, or its
     heartbeat goes stale after ``sweep.grace_period`` and it is failed and queued for a
     re-run that continues its run folder; then workers start again to run it.
+
+    Ctrl-C / SIGTERM: the workers run in their own sessions (a terminal's Ctrl-C reaches
+    the driver only), so the driver passes it on exactly once; each worker checkpoints
+    its trial and exits, and the driver waits for them. A second Ctrl-C kills the
+    workers at once (their trials re-run from the last checkpoint next time).
     """
-    budget, procs = cfg.sweep.trials, []
+    budget, procs, passed_on = cfg.sweep.trials, [], 0
 
     def table():
         return live_table(study, budget)
 
-    try:
-        with Live(table(), console=console, refresh_per_second=1) as live:
-            while True:
-                fail_stale_trials(study)
-                requeue_interrupted(study)
-                if study.user_attrs.get(STOPPED_ATTR):
-                    return
-                if budget_used(study) < budget or waiting(study):
-                    procs = _start_workers(
-                        config, overrides, study.study_name, storage_url, workers, paths.root
-                    )
-                    while any(p.poll() is None for p in procs):
-                        time.sleep(1.0)
-                        live.update(table())
-                    bad = [i for i, p in enumerate(procs) if p.returncode != 0]
-                    if bad:
-                        raise RuntimeError(
-                            f"sweep workers {bad} failed; see {paths.root}/worker-<i>.log"
-                        )
-                    continue
-                if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    def pass_on(received: list[int]) -> None:
+        nonlocal passed_on
+        for sig in received[passed_on:]:
+            live = [p for p in procs if p.poll() is None]
+            if passed_on == 0:
+                console.print(
+                    f"[yellow]{signal.Signals(sig).name}[/]: the workers checkpoint their "
+                    "trials and stop (again to kill them now)"
+                )
+            for p in live:
+                p.send_signal(signal.SIGINT if passed_on == 0 else signal.SIGKILL)
+            passed_on += 1
+
+    with (
+        signals_as_flags() as received,
+        Live(table(), console=console, refresh_per_second=1) as live,
+    ):
+        while not received:
+            fail_stale_trials(study)
+            requeue_interrupted(study)
+            if study.user_attrs.get(STOPPED_ATTR):
+                return
+            if budget_used(study) < budget or waiting(study):
+                procs = _start_workers(
+                    config, overrides, study.study_name, storage_url, workers, paths.root
+                )
+                while any(p.poll() is None for p in procs):
+                    pass_on(received)
+                    time.sleep(0.2 if received else 1.0)
                     live.update(table())
-                    return
-                time.sleep(1.0)  # a trial another process owns: wait for it
+                bad = [i for i, p in enumerate(procs) if p.returncode != 0]
+                if bad and not received:
+                    raise RuntimeError(
+                        f"sweep workers {bad} failed; see {paths.root}/worker-<i>.log"
+                    )
+                continue
+            if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 live.update(table())
-    except KeyboardInterrupt:
-        for p in procs:  # the workers got the same Ctrl-C: they checkpoint and stop
-            p.wait()
-        console.print(
-            f"[yellow]interrupted[/]; run the same command again to continue "
-            f"(study {study.study_name} in {escape(redact_text(storage_url))})"
-        )
-        raise Interrupted("sweep interrupted") from None
+                return
+            time.sleep(1.0)  # a trial another process owns: wait for it
+            live.update(table())
+        live.update(table())
+    console.print(
+        f"[yellow]interrupted[/]; run the same command again to continue "
+        f"(study {study.study_name} in {escape(redact_text(storage_url))})"
+    )
+    raise Interrupted("sweep interrupted")

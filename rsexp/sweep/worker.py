@@ -13,6 +13,7 @@ from rich.console import Console
 
 from rsexp.config import Config, load_config
 from rsexp.experiment import RunDir, StopRun, run_or_resume
+from rsexp.experiment.interrupts import deferred_interrupts
 from rsexp.sweep import space as sp
 from rsexp.sweep.common import (
     PARENT_ATTR,
@@ -46,24 +47,16 @@ class Objective:
         self.console = console
 
     def __call__(self, trial: optuna.Trial) -> float:
-        study = trial.study
-        # A re-run (of a trial whose worker died, or that Ctrl-C ended) inherits that
-        # trial's user attributes, run_dir among them: it continues that run.
-        previous = trial.user_attrs.get("run_dir")
-        if previous is None and self._is_surplus(study, trial.number):
-            trial.set_user_attr("surplus", True)
-            study.stop()
-            raise optuna.TrialPruned("trial budget already used by other workers")
-        knobs = sp.sample(trial, self.cfg.sweep.space)
-        trial.set_user_attr("knobs", knobs)
-        run_dir = Path(previous) if previous else self.paths.trial(trial.number)
-        if previous:
-            self.console.print(f"trial {trial.number}: continuing {run_dir}")
-        trial.set_user_attr("run_dir", str(run_dir))
+        # Storage writes finish whole: a Ctrl-C inside SQLAlchemy could leave the
+        # connection pool locked, and the trial could then never be marked.
+        with deferred_interrupts():
+            run_dir, knobs = self._start(trial)
 
         def report(record: dict) -> None:
-            trial.report(record[self.cfg.sweep.objective], record["epoch"])
-            if trial.should_prune():
+            with deferred_interrupts():
+                trial.report(record[self.cfg.sweep.objective], record["epoch"])
+                prune = trial.should_prune()
+            if prune:
                 raise StopRun(f"pruned at epoch {record['epoch']}")
 
         cfg = load_config(None, self._overrides(knobs, trial.number))
@@ -83,6 +76,24 @@ class Objective:
             raise
         self._link(trial, run_dir)
         return float(result.summary[self.cfg.sweep.objective])
+
+    def _start(self, trial: optuna.Trial) -> tuple[Path, dict]:
+        """Sample the knobs and link the trial to its run folder. A re-run (of a trial
+        whose worker died, or that Ctrl-C ended) inherits that trial's user attributes,
+        run_dir among them: it continues that run."""
+        study = trial.study
+        previous = trial.user_attrs.get("run_dir")
+        if previous is None and self._is_surplus(study, trial.number):
+            trial.set_user_attr("surplus", True)
+            study.stop()
+            raise optuna.TrialPruned("trial budget already used by other workers")
+        knobs = sp.sample(trial, self.cfg.sweep.space)
+        trial.set_user_attr("knobs", knobs)
+        run_dir = Path(previous) if previous else self.paths.trial(trial.number)
+        if previous:
+            self.console.print(f"trial {trial.number}: continuing {run_dir}")
+        trial.set_user_attr("run_dir", str(run_dir))
+        return run_dir, knobs
 
     def _overrides(self, knobs, number: int) -> list[str]:
         return [
