@@ -98,6 +98,60 @@ class DataConfig:
         _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
 
 
+def parse_frame_keys(convention: str) -> float | None:
+    """Check a frame-key convention; the rate r of ``fps:<r>``, else None."""
+    if convention in ("position", "frame"):
+        return None
+    head, _, rate = convention.partition(":")
+    try:
+        r = float(rate)
+    except ValueError:
+        r = 0.0
+    if head != "fps" or not r > 0 or r != r or r == float("inf"):
+        raise ValueError(
+            f"frame-key convention {convention!r}; valid: position, frame, fps:<r> (r > 0)"
+        )
+    return r
+
+
+@dataclass(frozen=True)
+class GuidanceNoise:
+    """Degrades the oracle annotator's exact cells (the guidance-quality study)."""
+
+    drop: float = 0.0  # each true cell is left out with this probability
+    add: float = 0.0  # each other cell is added with this probability
+
+    def __post_init__(self):
+        for key in ("drop", "add"):
+            v = getattr(self, key)
+            _check(0.0 <= v <= 1.0, f"guidance.noise.{key}", "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class OpenAIGuidance:
+    """``rsexp guidance`` with ``annotator: openai`` (any OpenAI-compatible server).
+    The API key comes from ``OPENAI_API_KEY`` only; it is never a setting."""
+
+    model: str = "gpt-4.1-mini"
+    base_url: str = ""  # "" = the client's default (or OPENAI_BASE_URL)
+    concurrency: int = 8
+    timeout_s: float = 60.0
+    max_retries: int = 5  # 429 / 5xx / timeouts, with backoff (retry-after honoured)
+    image_detail: Literal["low", "high", "auto"] = "high"
+    max_side: int = 768  # the grid image's longer side, px
+    max_usd: float = 0.0  # stop cleanly once this much is spent; 0 = no cap
+    # USD per million tokens; prices change: override them
+    price_input_per_mtok: float = 0.40
+    price_output_per_mtok: float = 1.60
+
+    def __post_init__(self):
+        _check(self.concurrency >= 1, "guidance.openai.concurrency", "must be >= 1")
+        _check(self.timeout_s > 0, "guidance.openai.timeout_s", "must be > 0")
+        _check(self.max_retries >= 0, "guidance.openai.max_retries", "must be >= 0")
+        _check(self.max_side >= 64, "guidance.openai.max_side", "must be >= 64")
+        _check(self.max_usd >= 0, "guidance.openai.max_usd", "must be >= 0")
+
+
 @dataclass(frozen=True)
 class GuidanceConfig:
     # Guidance JSON in the authors' released format; "" = the dataset's own file.
@@ -108,11 +162,28 @@ class GuidanceConfig:
     # A sampled frame takes the nearest annotated frame at most this many frames away.
     max_frame_gap: int = 8
     seed: int = 0
+    # What the file's frame keys mean: position (the released format: key k of K is
+    # video frame k * (n // K)), fps:<r> (k-th frame at r fps), frame (frame numbers).
+    frame_keys: str = "position"
+    frames_per_video: int = 10  # K, unless the file's metadata names it
+    # rsexp guidance: who answers (openai; oracle = the synthetic data's exact cells;
+    # motion = the top-k cells by frame-difference energy) and the image it is shown
+    annotator: Literal["openai", "oracle", "motion"] = "openai"
+    render: Literal["grid", "labelled"] = "grid"
+    motion_top_k: int = 3
+    noise: GuidanceNoise = field(default_factory=GuidanceNoise)
+    openai: OpenAIGuidance = field(default_factory=OpenAIGuidance)
 
     def __post_init__(self):
         _check(0.0 <= self.coverage <= 1.0, "guidance.coverage", "must be in [0, 1]")
         _check(self.grid >= 1, "guidance.grid", "must be >= 1")
         _check(self.max_frame_gap >= 0, "guidance.max_frame_gap", "must be >= 0")
+        _check(self.frames_per_video >= 1, "guidance.frames_per_video", "must be >= 1")
+        _check(1 <= self.motion_top_k <= self.grid**2, "guidance.motion_top_k", "1..grid²")
+        try:
+            parse_frame_keys(self.frame_keys)
+        except ValueError as e:
+            raise ConfigError(f"guidance.frame_keys: {e}") from None
 
 
 @dataclass(frozen=True)

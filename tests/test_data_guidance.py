@@ -111,7 +111,9 @@ def test_store_drops_out_of_range_cells_with_one_warning(tmp_path):
 
 
 def test_clip_mask_maps_nearest_annotated_frame():
-    store = GuidanceStore(grid=4, regions={"v": {0: ((0, 0),), 10: ((3, 3),), 20: ()}})
+    store = GuidanceStore(
+        grid=4, regions={"v": {0: ((0, 0),), 10: ((3, 3),), 20: ()}}, frame_keys="frame"
+    )
     mask, valid = store.clip_mask("v", [0, 4, 6, 9, 15, 18, 30], max_frame_gap=4)
     # 15 is 5 frames from both neighbours; 18 maps to frame 20, annotated with no cell
     assert valid.tolist() == [True, True, True, True, False, False, False]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from videos import make_ucf50, write_video
+from videos import make_desktop_assembly, make_ucf50, write_video
 
 from rsexp.cli import main
 from rsexp.config import load_config
@@ -106,7 +106,7 @@ def test_sparse_guidance_warns(tmp_path):
     for vid in g:  # keep one annotated frame per video, far from most sampled frames
         g[vid] = {"0": g[vid]["0"]}
     (base / "guidance.json").write_text(json.dumps(g))
-    with pytest.warns(UserWarning, match="frames are guided; check the file's frame keys"):
+    with pytest.warns(UserWarning, match="guides only 12% of their sampled frames; check"):
         build_data(real_cfg(tmp_path, "guidance.max_frame_gap=1", "guidance.coverage=1.0"))
 
 
@@ -136,29 +136,6 @@ def test_tracker_keys_are_safe_for_every_dataset_id():
     keys = [safe_key(f"overlay/{i}") for i in ids]
     assert keys[2] == "overlay/2020-03-07_desk07_0-58" and keys[3] == "overlay/a_b"
     assert all(k.startswith("overlay/") for k in keys)
-
-
-def make_desktop_assembly(root: Path) -> Path:
-    """Three 60-frame videos of three actions each, in the action-segmentation layout:
-    two train (one held out for validation), one test."""
-    base = root / "desktop_assembly"
-    (base / "groundTruth").mkdir(parents=True)
-    (base / "splits").mkdir()
-    actions = ["background", "pick_screwdriver", "place_lid"]
-    (base / "mapping.txt").write_text("".join(f"{i} {a}\n" for i, a in enumerate(actions)))
-    guidance = {}
-    for v in ("2020-03-07_desk07", "2020-03-07_desk09", "2020-03-08_desk02"):
-        write_video(base / "videos" / f"{v}.mp4", n=60, hw=(48, 64))
-        seq = [actions[min(i // 20, 2)] for i in range(60)]
-        (base / "groundTruth" / f"{v}.txt").write_text("\n".join(seq) + "\n")
-        region = json.dumps({"key_regions": [[1, 1]]})
-        guidance[v] = {str(f): {"text": region} for f in range(0, 60, 2)}
-    (base / "splits" / "train.split1.bundle").write_text(
-        "2020-03-07_desk07.txt\n2020-03-07_desk09.txt\n"
-    )
-    (base / "splits" / "test.split1.bundle").write_text("2020-03-08_desk02.txt\n")
-    (base / "guidance.json").write_text(json.dumps(guidance))
-    return base
 
 
 def test_desktop_assembly_trains_with_mlflow_despite_at_in_clip_ids(tmp_path):

@@ -260,7 +260,8 @@ def test_guidance_follows_the_centre_crop_and_the_sampled_frames():
         frame_hw=np.array([[48, 64]]),
     )
 
-    def lookup(key, idx):  # cell (1, 0) on frame 9, (2, 3) on frame 18, (0, 1) on frame 27
+    # cell (1, 0) on frame 9, (2, 3) on frame 18, (0, 1) on frame 27
+    def lookup(key, idx, length, fps):
         m = np.zeros((len(idx), 16), bool)
         cells = {9: 4, 18: 11, 27: 1}
         for t, f in enumerate(idx):

@@ -27,8 +27,16 @@ def synthetic(data_cfg, grid: int, progress: Progress | None = None) -> RawSplit
         data_cfg.synthetic, data_cfg.num_frames, data_cfg.frame_size, grid, data_cfg.root
     )
     frames = np.arange(data_cfg.num_frames)[None]
+    # each generated video is its num_frames frames (no frame rate)
     splits = {
-        name: Split(s.video_ids, s.videos, s.labels, frames.repeat(len(s.labels), 0), s.video_ids)
+        name: Split(
+            s.video_ids,
+            s.videos,
+            s.labels,
+            frames.repeat(len(s.labels), 0),
+            s.video_ids,
+            lengths=np.full(len(s.labels), data_cfg.num_frames),
+        )
         for name, s in gen.items()
     }
     if data_cfg.val_fraction == 0:
@@ -81,6 +89,8 @@ def _cached_split(entries, cache, metas, num_frames: int) -> Split:
         choices=cache.k // num_frames,
         boxes=np.array([x.box for x in m], dtype=np.float64).reshape(len(kept), 4),
         frame_hw=np.array([x.hw for x in m], dtype=np.int64).reshape(len(kept), 2),
+        lengths=np.array([x.length for x in m], dtype=np.int64),
+        fps=np.array([x.fps for x in m], dtype=np.float64),
     )
 
 

@@ -95,6 +95,8 @@ def record_clip(root: Path, meta: ClipMeta) -> None:
             "box": meta.box,
             "hw": meta.hw,
             "source": meta.source,
+            "length": meta.length,
+            "fps": meta.fps,
         }
     )
     # one O_APPEND write per line: never interleaved, never torn by a crash mid-call
@@ -117,7 +119,7 @@ def _locked(path: Path):
 
 
 def _current(meta: ClipMeta | None, path: Path) -> bool:
-    if meta is None:
+    if meta is None or meta.length <= 0:
         return False
     try:
         return meta.source == source_id(path)
@@ -162,7 +164,13 @@ class ClipCache:
                     f"{path}, line {n}: not JSON ({e}); delete {self.root} to decode again"
                 ) from e
             meta = ClipMeta(
-                d["clip"], tuple(d["frames"]), tuple(d["box"]), tuple(d["hw"]), tuple(d["source"])
+                d["clip"],
+                tuple(d["frames"]),
+                tuple(d["box"]),
+                tuple(d["hw"]),
+                tuple(d["source"]),
+                d.get("length", 0),  # absent before cache lines recorded it: decoded again
+                d.get("fps", 0.0),
             )
             if self.file(meta.clip_id).is_file():
                 out[meta.clip_id] = meta  # a later line (a re-decode) wins

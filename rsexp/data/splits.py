@@ -31,6 +31,8 @@ class Split:
         boxes: [V, 4] the stored square's crop (y0, x0, h, w) in pixels of the video
             frame, and ``frame_hw`` [V, 2] that frame's (H, W); None when the stored
             frames are the full frames the guidance was made on.
+        lengths: [V] each clip's video's frame count and ``fps`` [V] its frame rate
+            (what the guidance file's frame keys are mapped with); fps 0 = unknown.
     """
 
     ids: list[str]
@@ -41,15 +43,15 @@ class Split:
     choices: int = 1
     boxes: np.ndarray | None = None
     frame_hw: np.ndarray | None = None
+    lengths: np.ndarray | None = None
+    fps: np.ndarray | None = None
 
-    def guidance_masks(
-        self, lookup: Callable[[str, np.ndarray], np.ndarray], grid: int, keep=None
-    ) -> np.ndarray:
+    def guidance_masks(self, lookup: Callable, grid: int, keep=None) -> np.ndarray:
         """Masks [V, K, grid * grid] on the stored frames.
 
         Args:
-            lookup: ``(key, frame_indices [K]) -> mask [K, grid * grid]`` on the full
-                video frame (the guidance store's nearest-frame lookup).
+            lookup: ``(key, frame_indices [K], length, fps) -> mask [K, grid * grid]``
+                on the full video frame (the guidance store's nearest-frame lookup).
             keep: guidance keys whose guidance is used (coverage); None = all.
         """
         import torch  # lazily: the spawned decoding workers import this package
@@ -60,7 +62,9 @@ class Split:
         for i, key in enumerate(self.keys):
             if keep is not None and key not in keep:
                 continue
-            mask = lookup(key, self.frames[i])
+            length = int(self.lengths[i]) if self.lengths is not None else 0
+            fps = float(self.fps[i]) if self.fps is not None else 0.0
+            mask = lookup(key, self.frames[i], length, fps)
             if self.boxes is not None and mask.any():
                 hw = tuple(int(x) for x in self.frame_hw[i])
                 mask = crop_mask(torch.from_numpy(mask), tuple(self.boxes[i]), hw, grid).numpy()

@@ -57,6 +57,8 @@ class ClipMeta:
     box: tuple[float, float, float, float]
     hw: tuple[int, int]
     source: tuple[int, int] = (0, 0)  # the video file's (size, mtime_ns) when decoded
+    length: int = 0  # the video's frame count (guidance frame keys by position)
+    fps: float = 0.0  # its frame rate (guidance frame keys at fps:<r>)
 
 
 def source_id(path: Path) -> tuple[int, int]:
@@ -130,6 +132,7 @@ def decode_clip(entry: VideoEntry, k: int, size: int) -> tuple[np.ndarray, ClipM
         source = source_id(path)
         vr = VideoReader(str(path), ctx=cpu(0), num_threads=1)
         n = len(vr)
+        fps = float(vr.get_avg_fps())
         end = n if entry.end is None else min(entry.end, n)
         if end <= entry.start:
             raise BadVideoError(
@@ -150,6 +153,6 @@ def decode_clip(entry: VideoEntry, k: int, size: int) -> tuple[np.ndarray, ClipM
         img = Image.fromarray(frame).resize((rw, rh), Image.BILINEAR, reducing_gap=None)
         out[t] = np.asarray(img)[y0 : y0 + size, x0 : x0 + size]
     meta = ClipMeta(
-        entry.clip_id, tuple(int(i) for i in idx), box, (int(hw[0]), int(hw[1])), source
+        entry.clip_id, tuple(int(i) for i in idx), box, (int(hw[0]), int(hw[1])), source, n, fps
     )
     return out, meta

@@ -16,7 +16,12 @@ from rsexp.data import REAL_DATASETS, build_raw
 from rsexp.data.dataset import ClipDataset
 from rsexp.data.transforms import SpatialAugment
 from rsexp.experiment.reporter import describe_splits, progress_bar
-from rsexp.guidance.store import GuidanceFormatError, GuidanceStore, select_covered
+from rsexp.guidance.store import (
+    GuidanceFormatError,
+    GuidanceStore,
+    meta_path,
+    select_covered,
+)
 
 
 @dataclass
@@ -51,10 +56,12 @@ def load_guidance(cfg: Config, default_path: Path, exact=None) -> tuple[Guidance
     ``lambda_s = 0`` may go on."""
     g = cfg.guidance
     path = Path(g.path) if g.path else default_path
-    if not g.path and exact is not None and not path.is_file():
-        GuidanceStore.from_masks(*exact, grid=g.grid).save(path)
+    if not g.path and exact is not None and not meta_path(path).is_file():
+        # (re)written with its metadata record: a file from before frame-key
+        # conventions were recorded had none, and its keys were frame numbers
+        GuidanceStore.from_masks(*exact, grid=g.grid).save(path, {"annotator": "exact"})
     if path.is_file():
-        return GuidanceStore.load(path, grid=g.grid), path
+        return GuidanceStore.load(path, g.grid, g.frame_keys, g.frames_per_video), path
     if cfg.loss.lambda_s == 0:
         return GuidanceStore(grid=g.grid, source=f"none ({path} absent; lambda_s = 0)"), path
     raise FileNotFoundError(
@@ -80,8 +87,8 @@ def build_data(cfg: Config, console: Console | None = None) -> Data:
         raw = build_raw(cfg.data.name, cfg.data, g.grid, progress)
     store, path = load_guidance(cfg, raw.guidance_path, raw.exact_guidance)
 
-    def lookup(key: str, frames: np.ndarray) -> np.ndarray:
-        return store.clip_mask(key, frames, g.max_frame_gap)[0]
+    def lookup(key: str, frames: np.ndarray, length: int, fps: float) -> np.ndarray:
+        return store.clip_mask(key, frames, g.max_frame_gap, length, fps)[0]
 
     tr = raw.train
     covered = select_covered(tr.keys, g.coverage, g.seed)
@@ -126,7 +133,7 @@ class GuidanceMismatchError(GuidanceFormatError):
 def check_guided(train: ClipDataset, covered: list[bool], keys, store, path: Path) -> None:
     """Stop an RS run that would train with no guided frame (ids that do not match the
     dataset's, an empty file); warn when the covered videos are mostly unguided (a wrong
-    frame-key convention or a gap too small)."""
+    frame-key convention or a gap too small): a wrong convention must be loud."""
     cov = torch.tensor(covered, dtype=torch.bool)
     frames = train.masks[cov].any(-1)  # [covered clips, K]
     if frames.numel() == 0 or not bool(frames.any()):
@@ -138,11 +145,14 @@ def check_guided(train: ClipDataset, covered: list[bool], keys, store, path: Pat
             f"like {ours}; the file's look like {theirs}. Point guidance.path at the "
             f"right file, or train the baseline with loss.lambda_s=0."
         )
-    share = float(frames.float().mean())
-    if share < 0.25:
+    in_file = torch.tensor([k in store for k in keys], dtype=torch.bool)[cov]
+    share = float(frames[in_file].float().mean())
+    if share < 0.5:  # the file has these videos, yet most of their frames find nothing
         warnings.warn(
-            f"{path}: only {share:.0%} of the covered training clips' frames are guided; "
-            f"check the file's frame keys and guidance.max_frame_gap",
+            f"{path}: the file covers {int(in_file.sum())} training videos but guides only "
+            f"{share:.0%} of their sampled frames; check guidance.frame_keys (now "
+            f"{store.frame_keys!r}; the released format is 'position') and "
+            f"guidance.max_frame_gap",
             stacklevel=2,
         )
 

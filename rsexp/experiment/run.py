@@ -68,6 +68,12 @@ def _params(trainer: Trainer) -> dict[str, str]:
     }
     params.update(provenance(str(parts.device), parts.data.digest, parts.data.guidance_path))
     params["num_params"] = str(parts.num_params)
+    # which guidance source the run used (tables can compare them): from the file's
+    # metadata record; a file made elsewhere has none
+    store = parts.data.guidance
+    params["guidance_file.annotator"] = str(store.meta.get("annotator", "external"))
+    params["guidance_file.settings"] = json.dumps(store.meta.get("settings", {}))
+    params["guidance_file.frame_keys"] = f"{store.frame_keys} (K={store.positions})"
     return redact(params)
 
 

@@ -2,9 +2,20 @@
 
 Format (0-based rows and columns on the g x g grid)::
 
-    {video_id: {frame_index: {"text": "{\"key_regions\": [[row, col], ...]}"}}}
+    {video_id: {frame_key: {"text": "{\"key_regions\": [[row, col], ...]}"}}}
 
-``text`` is itself a JSON string, as the LLM returned it. Everything is checked when the
+``text`` is itself a JSON string, as the LLM returned it. What a frame key means is the
+file's *frame-key convention* (``guidance.frame_keys``):
+
+- ``position`` (the released format): key k is the k-th of K frames taken at
+  ``k * (n // K)`` of an n-frame video (the authors' ``get_data.py``; K = 10 there);
+- ``fps:<r>``: key k is the k-th frame of the video resampled at r frames per second
+  (the paper annotates Desktop Assembly at 10 fps): video frame ``round(k * fps / r)``;
+- ``frame``: keys are video frame numbers.
+
+A file written by ``rsexp guidance`` (or for the synthetic data) has a metadata record
+beside it, ``<stem>.meta.json``, that names its convention and K; reading it with
+another convention is an error, not a silent mismatch. Everything is checked when the
 file is read: malformed JSON or a wrong structure raises :class:`GuidanceFormatError`
 naming the file, the video and the frame; cells outside the grid are dropped and counted
 in one warning. Training code never sees the raw format.
@@ -22,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rsexp.config import parse_frame_keys
 from rsexp.guidance.grid import cells_to_mask
 
 
@@ -30,20 +42,55 @@ class GuidanceFormatError(ValueError):
 
 
 Cells = tuple[tuple[int, int], ...]
+FRAME_KEYS = ("position", "frame", "fps:<r>")
+
+
+def key_frames(keys, convention: str, positions: int, length: int, fps: float) -> np.ndarray:
+    """The video frame numbers behind frame ``keys`` of one video (see the module doc).
+
+    Args:
+        length: the video's real frame count (``position``).
+        fps: the video's frame rate (``fps:<r>``).
+    """
+    keys = np.asarray(keys, dtype=np.int64)
+    rate = parse_frame_keys(convention)
+    if convention == "frame":
+        return keys
+    if convention == "position":
+        if length <= 0:
+            raise ValueError("frame_keys=position needs the video's frame count")
+        return keys * (length // positions)
+    if fps <= 0:
+        raise ValueError(f"frame_keys={convention} needs the video's frame rate")
+    return np.round(keys * fps / rate).astype(np.int64)
+
+
+def meta_path(path: str | Path) -> Path:
+    """The metadata record beside a guidance file: ``<stem>.meta.json``."""
+    path = Path(path)
+    return path.with_name(path.stem + ".meta.json")
 
 
 @dataclass
 class GuidanceStore:
-    """Per-video, per-frame key regions on a ``grid`` x ``grid`` grid."""
+    """Per-video, per-frame-key key regions on a ``grid`` x ``grid`` grid; frame keys
+    follow ``frame_keys`` (K = ``positions`` for ``position``)."""
 
     grid: int = 4
     regions: dict[str, dict[int, Cells]] = field(default_factory=dict)
     source: str = "<memory>"
     dropped_cells: int = 0
+    frame_keys: str = "position"
+    positions: int = 10
+    meta: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ reading
     @classmethod
-    def load(cls, path: str | Path, grid: int = 4) -> GuidanceStore:
+    def load(
+        cls, path: str | Path, grid: int = 4, frame_keys: str = "position", positions: int = 10
+    ) -> GuidanceStore:
+        """Read ``path`` with its frame keys meaning ``frame_keys``. K (``positions``)
+        comes from the file's metadata record when it has one."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"guidance file not found: {path}")
@@ -51,7 +98,16 @@ class GuidanceStore:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise GuidanceFormatError(f"{path}: not valid JSON: {e}") from e
+        meta = read_meta(path)
+        written = meta.get("frame_keys", frame_keys)
+        if written != frame_keys:
+            raise GuidanceFormatError(
+                f"{path}: its frame keys are {written!r} (metadata {meta_path(path)}) but "
+                f"guidance.frame_keys={frame_keys}; set guidance.frame_keys={written}"
+            )
         store = cls.from_json(raw, grid=grid, source=str(path))
+        store.frame_keys, store.meta = frame_keys, meta
+        store.positions = int(meta.get("frames_per_video", positions))
         if store.dropped_cells:
             warnings.warn(
                 f"{path}: dropped {store.dropped_cells} key regions outside the "
@@ -117,24 +173,32 @@ class GuidanceStore:
             for vid, frames in self.regions.items()
         }
 
-    def save(self, path: str | Path) -> None:
-        """Write the released format atomically (temp file + ``os.replace``)."""
+    def save(self, path: str | Path, meta: dict | None = None) -> None:
+        """Write the released format and its metadata record, each atomically (temp
+        file + ``os.replace``)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json()))
-        os.replace(tmp, path)
+        record = {
+            **self.meta,
+            **(meta or {}),
+            "frame_keys": self.frame_keys,
+            "frames_per_video": self.positions,
+            "grid": self.grid,
+        }
+        write_atomic(meta_path(path), json.dumps(record, indent=1))
+        write_atomic(path, json.dumps(self.to_json()))
 
     @classmethod
     def from_masks(cls, video_ids, masks: np.ndarray, grid: int) -> GuidanceStore:
-        """masks: [V, T, grid, grid] bool, frame t of video v annotated as frame index t."""
+        """masks: [V, T, grid, grid] bool, frame t of each T-frame video annotated: key
+        t = position t of T."""
         regions = {}
         for vid, m in zip(video_ids, masks, strict=True):
             regions[vid] = {
                 t: tuple((int(r), int(c)) for r, c in zip(*np.nonzero(m[t]), strict=True))
                 for t in range(m.shape[0])
             }
-        return cls(grid=grid, regions=regions)
+        return cls(grid=grid, regions=regions, positions=int(masks.shape[1]))
 
     # ------------------------------------------------------------------ lookup
     def __contains__(self, video_id: str) -> bool:
@@ -147,12 +211,20 @@ class GuidanceStore:
         return hashlib.sha1(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
 
     def clip_mask(
-        self, video_id: str, frame_indices, max_frame_gap: int = 0
+        self,
+        video_id: str,
+        frame_indices,
+        max_frame_gap: int = 0,
+        length: int = 0,
+        fps: float = 0.0,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Guidance for the frames a clip samples.
 
-        Each sampled frame takes the annotation of the nearest annotated frame, if that
-        is at most ``max_frame_gap`` frames away; otherwise it has no guidance.
+        The file's frame keys are first turned into video frame numbers (``length``:
+        the video's real frame count, for ``position``; ``fps``: its frame rate, for
+        ``fps:<r>``). Each sampled frame then takes the annotation of the nearest
+        annotated frame, if that is at most ``max_frame_gap`` frames away; otherwise it
+        has no guidance.
 
         Returns:
             mask [T, grid * grid] bool, and valid [T] bool (an annotation was found and
@@ -163,14 +235,42 @@ class GuidanceStore:
         mask = np.zeros((len(frame_indices), n), dtype=bool)
         if not frames:
             return mask, np.zeros(len(frame_indices), dtype=bool)
-        keys = sorted(frames)
+        try:
+            numbers = key_frames(list(frames), self.frame_keys, self.positions, length, fps)
+        except ValueError as e:
+            raise GuidanceFormatError(f"{self.source}: video {video_id!r}: {e}") from None
+        # two keys on one frame (a video shorter than K): the first key's cells
+        at = {}
+        for k, f in zip(frames, numbers.tolist(), strict=True):
+            at.setdefault(f, frames[k])
+        keys = sorted(at)
         for t, f in enumerate(frame_indices):
             i = bisect.bisect_left(keys, f)
             near = [k for k in keys[max(0, i - 1) : i + 1] if abs(k - f) <= max_frame_gap]
             if near:
                 best = min(near, key=lambda k: (abs(k - f), k))
-                mask[t] = cells_to_mask(frames[best], self.grid)
+                mask[t] = cells_to_mask(at[best], self.grid)
         return mask, mask.any(axis=1)
+
+
+def read_meta(path: str | Path) -> dict:
+    """The metadata record of the guidance file at ``path`` ({} when it has none)."""
+    mp = meta_path(path)
+    if not mp.is_file():
+        return {}
+    try:
+        meta = json.loads(mp.read_text())
+    except json.JSONDecodeError as e:
+        raise GuidanceFormatError(f"{mp}: not valid JSON: {e}") from e
+    if not isinstance(meta, dict):
+        raise GuidanceFormatError(f"{mp}: expected an object")
+    return meta
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def select_covered(video_ids, coverage: float, seed: int = 0) -> set[str]:
