@@ -20,7 +20,7 @@ MODELS ?= tsvit,vivit,timesformer,timesformer*
 SEEDS ?= 3
 CHECKPOINT ?=
 
-.PHONY: setup train resume sweep paper prepare test lint format bench-rs bench-track bench-decode clean
+.PHONY: setup train resume sweep paper guidance prepare test lint format bench-rs bench-guidance bench-track bench-decode clean
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,9 @@ sweep: setup
 paper: setup
 	$(BIN)/rsexp paper --config $(CONFIG) --models '$(MODELS)' --seeds $(SEEDS) \
 		--workers $(WORKERS) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(ARGS)
+
+guidance: setup
+	$(BIN)/rsexp guidance --config $(CONFIG) $(if $(DRY_RUN),--dry-run) $(ARGS)
 
 prepare: setup
 	$(BIN)/rsexp prepare --config $(CONFIG) $(ARGS)
@@ -59,6 +62,9 @@ format: setup
 bench-rs: setup
 	$(BIN)/python benchmarks/rs_gain.py $(ARGS)
 
+bench-guidance: setup
+	$(BIN)/python benchmarks/guidance_quality.py $(ARGS)
+
 bench-track: setup
 	$(BIN)/python benchmarks/tracking_overhead.py $(ARGS)
 
@@ -66,4 +72,4 @@ bench-decode: setup
 	$(BIN)/python benchmarks/decode.py $(ARGS)
 
 clean:
-	rm -rf runs/bench .pytest_cache
+	rm -rf runs/bench runs/bench-guidance .pytest_cache

@@ -1,4 +1,4 @@
-"""``rsexp`` command line: train, resume, sweep, paper, prepare, models, config."""
+"""``rsexp`` command line: train, resume, sweep, paper, prepare, guidance, models, config."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from rsexp.core.step import NonFiniteLossError
 from rsexp.data import VideoDecodeError
 from rsexp.data.real import DatasetLayoutError
 from rsexp.experiment import Interrupted
+from rsexp.guidance.annotate import GuidanceJobError, annotate
+from rsexp.guidance.annotators import OpenAIKeyMissing
 from rsexp.guidance.store import GuidanceFormatError
 from rsexp.track import TrackingError
 
@@ -30,6 +32,8 @@ USER_ERRORS = (
     DatasetLayoutError,
     VideoDecodeError,
     GuidanceFormatError,
+    GuidanceJobError,
+    OpenAIKeyMissing,
 )
 
 
@@ -98,6 +102,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--config", "-c", default=None, help="sweeps/<dataset>.yaml")
     pr.add_argument("overrides", nargs="*")
+
+    gu = sub.add_parser(
+        "guidance",
+        help="annotate the covered training videos' key regions (LLM, oracle or motion)",
+    )
+    gu.add_argument("--config", "-c", default=None, help="sweeps/<dataset>.yaml")
+    gu.add_argument(
+        "--dry-run", action="store_true", help="count requests, estimate cost; send nothing"
+    )
+    gu.add_argument("overrides", nargs="*")
 
     sub.add_parser("models", help="list the registered models and datasets")
 
@@ -168,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
             from rsexp.experiment import prepare
 
             prepare(load_config(args.config, args.overrides), console)
+        elif args.command == "guidance":
+            summary = annotate(
+                load_config(args.config, args.overrides), dry_run=args.dry_run, console=console
+            )
+            if summary.stopped:
+                return 1
         elif args.command == "sweep-worker":
             from rsexp.sweep.worker import run_worker
 
