@@ -20,7 +20,7 @@ MODELS ?= tsvit,vivit,timesformer,timesformer*
 SEEDS ?= 3
 CHECKPOINT ?=
 
-.PHONY: setup train resume sweep paper guidance prepare test lint format bench-rs bench-guidance bench-track bench-decode clean
+.PHONY: setup train resume sweep paper guidance prepare test lint format bench-rs bench-guidance bench-segmentation bench-track bench-decode clean
 
 setup: $(VENV)/.installed
 
@@ -64,6 +64,10 @@ bench-rs: setup
 
 bench-guidance: setup
 	$(BIN)/python benchmarks/guidance_quality.py $(ARGS)
+
+bench-segmentation: setup
+	$(BIN)/python benchmarks/segmentation_scores.py
+	$(BIN)/python benchmarks/segmentation_eval.py $(ARGS)
 
 bench-track: setup
 	$(BIN)/python benchmarks/tracking_overhead.py $(ARGS)

@@ -33,14 +33,18 @@ from rsexp.data.transforms import SpatialAugment
 from rsexp.data.video import VideoEntry
 
 
-def write_ucf_like(path: Path, frames: int, seed: int) -> None:
+def write_ucf_like(
+    path: Path, frames: int, seed: int, size=(320, 240), bit_rate: int = 600_000
+) -> None:
+    """An MPEG-4 video at 25 fps of a random texture sliding by one pixel per frame."""
+    w, h = size
     rng = np.random.default_rng(seed)
-    texture = rng.integers(0, 255, (240, 640, 3), dtype=np.uint8)
+    texture = rng.integers(0, 255, (h, 2 * w, 3), dtype=np.uint8)
     with av.open(str(path), "w") as c:
         s = c.add_stream("mpeg4", rate=25)
-        s.width, s.height, s.pix_fmt, s.bit_rate = 320, 240, "yuv420p", 600_000
+        s.width, s.height, s.pix_fmt, s.bit_rate = w, h, "yuv420p", bit_rate
         for i in range(frames):
-            img = np.ascontiguousarray(texture[:, i % 320 : i % 320 + 320])
+            img = np.ascontiguousarray(texture[:, i % w : i % w + w])
             for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 c.mux(p)
         for p in s.encode():

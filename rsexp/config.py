@@ -83,6 +83,16 @@ class DataConfig:
     # A video that cannot be decoded (unreadable, truncated, too short): "error" stops
     # after the pass, naming them all (the rest stays cached); "skip" leaves them out.
     bad_videos: str = "error"
+    # Action segmentation (Desktop Assembly, paper Table 2): val/test videos are whole,
+    # at segmentation_fps, cut into windows of num_frames frames window_stride apart, and
+    # every frame is predicted (val/mof, val/edit, val/f1@k). Training clips are the
+    # action segments (sample: segments) or windows too, labelled by their centre frame
+    # or their majority label. background: class names left out of the segment scores.
+    sample: Literal["segments", "windows"] = "segments"
+    segmentation_fps: float = 10.0
+    window_stride: int = 4
+    window_label: Literal["centre", "majority"] = "centre"
+    background: tuple[str, ...] = ()
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self):
@@ -96,6 +106,8 @@ class DataConfig:
         _check(self.frame_size >= 8, "data.frame_size", "must be >= 8")
         _check(self.batch_size >= 1, "data.batch_size", "must be >= 1")
         _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        _check(self.segmentation_fps > 0, "data.segmentation_fps", "must be > 0")
+        _check(self.window_stride >= 1, "data.window_stride", "must be >= 1")
 
 
 def parse_frame_keys(convention: str) -> float | None:

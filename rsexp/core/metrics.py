@@ -103,10 +103,22 @@ def f1_at(pred_seg, gt_seg, threshold: float) -> float:
     """F1 (%) of predicted against true segments at IoU >= ``threshold``: each predicted
     segment, in order, is matched to the unmatched true segment of the same label with
     the highest IoU; a true segment is matched at most once."""
+    return _f1(*f1_counts(pred_seg, gt_seg, threshold))
+
+
+def _f1(tp: int, fp: int, fn: int) -> float:
+    if tp == 0:
+        return 0.0
+    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    return 100.0 * 2 * precision * recall / (precision + recall)
+
+
+def f1_counts(pred_seg, gt_seg, threshold: float) -> tuple[int, int, int]:
+    """(true positives, false positives, false negatives) of :func:`f1_at`'s matching."""
     pl, ps, pe = pred_seg
     gl, gs, ge = gt_seg
     if pl.size == 0 or gl.size == 0:
-        return 0.0
+        return 0, int(pl.size), int(gl.size)
     inter = np.minimum(pe[:, None], ge[None]) - np.maximum(ps[:, None], gs[None])
     union = np.maximum(pe[:, None], ge[None]) - np.minimum(ps[:, None], gs[None])
     iou = np.clip(inter, 0, None) / union * (pl[:, None] == gl[None])  # [P, G]
@@ -116,9 +128,7 @@ def f1_at(pred_seg, gt_seg, threshold: float) -> float:
         j = int(row.argmax())
         if row[j] >= threshold and not hit[j]:
             tp, hit[j] = tp + 1, True
-    fp, fn = pl.size - tp, gl.size - tp
-    precision, recall = tp / (tp + fp), tp / (tp + fn)
-    return 0.0 if tp == 0 else 100.0 * 2 * precision * recall / (precision + recall)
+    return tp, int(pl.size) - tp, int(gl.size) - tp
 
 
 def segmentation_scores(pred, gt, background=()) -> dict[str, float]:
@@ -147,3 +157,40 @@ def segmentation_scores(pred, gt, background=()) -> dict[str, float]:
     for k in (10, 25, 50):
         out[f"f1@{k}"] = f1_at(p_seg, g_seg, k / 100)
     return out
+
+
+class SegmentationMeter:
+    """Scores over many videos, as the action-segmentation literature reports them
+    (MS-TCN's evaluation): MoF over all counted frames; Edit the mean over videos; F1@k
+    from true / false positives and false negatives summed over videos."""
+
+    KS = (10, 25, 50)
+
+    def __init__(self, background=()):
+        self.background = tuple(background)
+        self.correct = self.frames = 0
+        self.edits: list[float] = []
+        self.counts = {k: np.zeros(3, dtype=np.int64) for k in self.KS}
+
+    def add(self, pred, gt) -> None:
+        pred, gt = np.asarray(pred).ravel(), np.asarray(gt).ravel()
+        if pred.shape != gt.shape:
+            raise ValueError(f"pred has {pred.size} frames, gt {gt.size}")
+        counted = ~np.isin(gt, np.asarray(self.background, dtype=gt.dtype))
+        self.correct += int((pred == gt)[counted].sum())
+        self.frames += int(counted.sum())
+        p_seg, g_seg = segments(pred, self.background), segments(gt, self.background)
+        longest = max(p_seg[0].size, g_seg[0].size)
+        dist = edit_distance(p_seg[0], g_seg[0])
+        self.edits.append(100.0 * (1 - dist / longest) if longest else 100.0)
+        for k in self.KS:
+            self.counts[k] += f1_counts(p_seg, g_seg, k / 100)
+
+    def scores(self) -> dict[str, float]:
+        """``{"mof", "edit", "f1@10", "f1@25", "f1@50"}`` on a 0-100 scale."""
+        out = {
+            "mof": 100.0 * self.correct / self.frames if self.frames else 0.0,
+            "edit": float(np.mean(self.edits)) if self.edits else 0.0,
+        }
+        out.update({f"f1@{k}": _f1(*self.counts[k].tolist()) for k in self.KS})
+        return out

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rsexp.data.registry import REAL_DATASETS, register_dataset
+from rsexp.config import ConfigError
+from rsexp.data.registry import REAL_DATASETS, SEGMENTATION_DATASETS, register_dataset
 from rsexp.data.splits import Progress, RawSplits, Split, carve_val
 
 
@@ -94,6 +95,79 @@ def _cached_split(entries, cache, metas, num_frames: int) -> Split:
     )
 
 
+def _whole(entries) -> list:
+    """One entry per video of ``entries`` (clips of one video share its key): the whole
+    video, for frame-wise prediction."""
+    from rsexp.data.video import VideoEntry
+
+    videos = {}
+    for e in entries:
+        videos.setdefault(e.key, VideoEntry(e.key, e.path, -1, e.key))
+    return list(videos.values())
+
+
+def _ground_truth(root: Path, index) -> Callable[[str, int], np.ndarray]:
+    """``(video, frame_count) -> [frame_count]`` true labels per frame, from the index's
+    action segments of that video. A ground truth whose length differs from the video's
+    frame count by more than max(5 frames, 1 %) is an error naming its file; within
+    that, the last label is held (or the surplus dropped)."""
+    from rsexp.data.real import DatasetLayoutError
+
+    segments: dict[str, list] = {}
+    for e in [*index.train, *index.val]:
+        segments.setdefault(e.key, []).append(e)
+
+    def labels(video: str, n: int) -> np.ndarray:
+        segs = sorted(segments[video], key=lambda e: e.start)
+        gt = np.concatenate([np.full(e.end - e.start, e.label) for e in segs])
+        if abs(len(gt) - n) > max(5, 0.01 * n):
+            raise DatasetLayoutError(
+                f"{root / 'groundTruth' / f'{video}.txt'}: {len(gt)} lines (one per frame) "
+                f"but the video {segs[0].path} has {n} frames"
+            )
+        return np.r_[gt, np.full(max(0, n - len(gt)), gt[-1])][:n].astype(np.int64)
+
+    return labels
+
+
+def _window_split(entries, cache, metas, data_cfg, rule: str, ground_truth) -> Split:
+    """Windows of the cached whole videos of ``entries`` (see :mod:`rsexp.data.windows`)."""
+    from rsexp.data.windows import WindowClips, WindowIndex, window_label, window_starts
+
+    T, stride = data_cfg.num_frames, data_cfg.window_stride
+    kept = [e for e in entries if e.clip_id in metas]
+    keys, files, per_video, video, start = [], [], [], [], []
+    ids, labels, frames, rows = [], [], [], []
+    for v, e in enumerate(kept):
+        m = metas[e.clip_id]
+        stored = np.asarray(m.frames, dtype=np.int64)  # video frame of each stored frame
+        truth = ground_truth(e.key, m.length)[stored]
+        keys.append(e.key)
+        files.append(cache.file(e.clip_id))
+        per_video.append(truth)
+        for s in window_starts(len(stored), T, stride).tolist():
+            video.append(v)
+            start.append(s)
+            ids.append(f"{e.key}@w{s}")
+            labels.append(window_label(truth, s, T, rule))
+            frames.append(stored[np.minimum(s + np.arange(T), len(stored) - 1)])
+            rows.append(m)
+    index = WindowIndex(keys, per_video, np.array(video), np.array(start), T)
+    return Split(
+        ids,
+        WindowClips(files, index),
+        np.array(labels, dtype=np.int64),
+        np.array(frames, dtype=np.int64).reshape(len(ids), T),
+        [keys[v] for v in video],
+        choices=1,
+        boxes=np.array([m.box for m in rows], dtype=np.float64).reshape(len(ids), 4),
+        frame_hw=np.array([m.hw for m in rows], dtype=np.int64).reshape(len(ids), 2),
+        lengths=np.array([m.length for m in rows], dtype=np.int64),
+        fps=np.array([m.fps for m in rows], dtype=np.float64),
+        windows=index,
+    )
+
+
 def _build_real(name: str, data_cfg, grid: int, progress: Progress | None) -> RawSplits:
     """A real dataset: read its index, decode both splits into the clip cache.
 
@@ -120,34 +194,53 @@ def _build_real(name: str, data_cfg, grid: int, progress: Progress | None) -> Ra
         )
     except ValueError as e:
         raise DatasetLayoutError(f"{name} split {data_cfg.split}: {e}") from None
-    entries = {"train": train, "val": val, "test": index.val}
+    seg = name in SEGMENTATION_DATASETS
+    if data_cfg.sample == "windows" and not seg:
+        raise ConfigError(
+            f"data.sample=windows: {name} is not labelled per frame; windows are for "
+            f"{', '.join(SEGMENTATION_DATASETS)}"
+        )
     base = Path(data_cfg.cache_dir) if data_cfg.cache_dir else root / "cache"
-    T, size = data_cfg.num_frames, data_cfg.frame_size
+    T, size, fmt, rate = data_cfg.num_frames, data_cfg.frame_size, data_cfg.cache_format, 0.0
     train_size = round(size * 8 / 7) if data_cfg.augment else size
-    # training clips keep the candidate frames for temporal jitter at the crop size;
-    # validation and test clips (one folder: changing val_fraction decodes nothing)
-    # keep the segment centres at the frame size
+    k = data_cfg.split
+    # what each split is made of: clips (segment centres, or temporal-jitter candidates
+    # for training at the crop size), or, for action segmentation, whole videos at
+    # segmentation_fps cut into windows (validation and test always, training with
+    # data.sample=windows). Validation and test share one folder: changing val_fraction
+    # decodes nothing.
+    if seg:
+        rate = data_cfg.segmentation_fps
+    whole_train = seg and data_cfg.sample == "windows"
     caches = {
-        "train": ClipCache(
-            base,
-            f"train{data_cfg.split}",
-            T * data_cfg.temporal_jitter,
-            train_size,
-            data_cfg.cache_format,
-        ),
-        "eval": ClipCache(base, f"eval{data_cfg.split}", T, size, data_cfg.cache_format),
+        "train": ClipCache(base, f"frames-train{k}", 0, train_size, fmt, rate)
+        if whole_train
+        else ClipCache(base, f"train{k}", T * data_cfg.temporal_jitter, train_size, fmt),
+        "eval": ClipCache(base, f"frames-eval{k}", 0, size, fmt, rate)
+        if seg
+        else ClipCache(base, f"eval{k}", T, size, fmt),
+    }
+    entries = {
+        "train": _whole(train) if whole_train else train,
+        "val": _whole(val) if seg else val,
+        "test": _whole(index.val) if seg else index.val,
     }
     decoded = {
         "train": _decode_split(
-            name, "train", train, caches["train"], data_cfg.decode_workers, progress
+            name, "train", entries["train"], caches["train"], data_cfg.decode_workers, progress
         ),
         "eval": _decode_split(
-            name, "val/test", val + index.val, caches["eval"], data_cfg.decode_workers, progress
+            name,
+            "val/test",
+            entries["val"] + entries["test"],
+            caches["eval"],
+            data_cfg.decode_workers,
+            progress,
         ),
     }
     failures = {s: decoded[s][1] for s in decoded if decoded[s][1]}
     where = ", ".join(str(caches[s].root / "failures.json") for s in failures)
-    sizes = {"train": len(train), "eval": len(val) + len(index.val)}
+    sizes = {"train": len(entries["train"]), "eval": len(entries["val"]) + len(entries["test"])}
     if failures and data_cfg.bad_videos == "error":
         bad = sorted(set().union(*failures.values()))
         first = "\n".join(
@@ -169,11 +262,18 @@ def _build_real(name: str, data_cfg, grid: int, progress: Progress | None) -> Ra
             stacklevel=2,
         )
     cache_of = {"train": "train", "val": "eval", "test": "eval"}
-    splits = {
-        s: _cached_split(entries[s], caches[cache_of[s]], decoded[cache_of[s]][0], T)
-        for s in entries
-        if entries[s]
-    }
+    splits = {}
+    for s in entries:
+        if not entries[s]:
+            continue
+        cache, metas = caches[cache_of[s]], decoded[cache_of[s]][0]
+        if cache.rate:
+            rule = data_cfg.window_label if s == "train" else "centre"
+            splits[s] = _window_split(
+                entries[s], cache, metas, data_cfg, rule, _ground_truth(root, index)
+            )
+        else:
+            splits[s] = _cached_split(entries[s], cache, metas, T)
     for s, sp in splits.items():
         if not sp.ids:
             raise VideoDecodeError(

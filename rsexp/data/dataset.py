@@ -31,6 +31,9 @@ class ClipDataset(Dataset):
         augment: optional :class:`SpatialAugment`, applied to pixels and mask together.
         seed: seeds the per-item generator with (seed, epoch, index).
         train: random candidate per segment (True) or the middle one (False).
+        windows: for clips that are windows of whole videos, the
+            :class:`~rsexp.data.windows.WindowIndex` that turns window predictions into
+            frame predictions (action segmentation); None otherwise.
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class ClipDataset(Dataset):
         augment: SpatialAugment | None = None,
         seed: int = 0,
         train: bool = False,
+        windows=None,
     ):
         if not (len(video_ids) == len(videos) == len(labels) == len(masks)):
             raise ValueError("video_ids, videos, labels and masks differ in length")
@@ -56,6 +60,7 @@ class ClipDataset(Dataset):
             raise ValueError(f"{self.masks.shape[1]} stored frames is not a multiple of {choices}")
         self.choices, self.augment, self.seed, self.train = choices, augment, seed, train
         self.epoch = 0
+        self.windows = windows
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

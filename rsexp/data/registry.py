@@ -15,6 +15,10 @@ class DatasetNotFoundError(FileNotFoundError):
     """A real dataset is not where the config says; the message says how to get it."""
 
 
+# Datasets whose videos hold several actions, labelled per frame: evaluated as action
+# segmentation (frame-wise over whole videos, rsexp.data.windows).
+SEGMENTATION_DATASETS = ("desktop_assembly",)
+
 # Where each real dataset is expected under data.root, and how to get it there.
 REAL_DATASETS = {
     "ucf50": (

@@ -7,8 +7,12 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from rsexp.data.windows import WindowIndex
 
 # progress(description, total) -> advance(); the experiment layer passes a rich one
 Progress = Callable[[str, int], Callable[[], None]]
@@ -33,6 +37,8 @@ class Split:
             frames are the full frames the guidance was made on.
         lengths: [V] each clip's video's frame count and ``fps`` [V] its frame rate
             (what the guidance file's frame keys are mapped with); fps 0 = unknown.
+        windows: for windows of whole videos (action segmentation), where each window
+            is, to turn window predictions into frame predictions.
     """
 
     ids: list[str]
@@ -45,6 +51,7 @@ class Split:
     frame_hw: np.ndarray | None = None
     lengths: np.ndarray | None = None
     fps: np.ndarray | None = None
+    windows: WindowIndex | None = None  # clips that are windows of whole videos
 
     def guidance_masks(self, lookup: Callable, grid: int, keep=None) -> np.ndarray:
         """Masks [V, K, grid * grid] on the stored frames.

@@ -108,8 +108,22 @@ def resize_crop_box(hw: tuple[int, int], size: int) -> tuple[tuple[int, int], tu
     return (rh, rw), (y0 / scale, x0 / scale, size / scale, size / scale)
 
 
-def decode_clip(entry: VideoEntry, k: int, size: int) -> tuple[np.ndarray, ClipMeta]:
-    """Decode ``k`` frames of one clip, resized and centre-cropped to ``size`` x ``size``.
+def rate_frames(start: int, end: int, fps: float, rate: float) -> np.ndarray:
+    """The frames of ``[start, end)`` at ``rate`` frames per second: frame
+    ``start + round(j * fps / rate)`` for j = 0, 1, ... (every frame when the video is
+    slower than ``rate``)."""
+    step = max(fps / rate, 1.0) if fps > 0 else 1.0
+    idx = start + np.round(np.arange(int(np.ceil((end - start) / step))) * step)
+    return np.unique(np.minimum(idx.astype(np.int64), end - 1))
+
+
+def decode_clip(
+    entry: VideoEntry, k: int, size: int, rate: float = 0.0
+) -> tuple[np.ndarray, ClipMeta]:
+    """Decode ``k`` frames of one clip (or, with ``rate``, every frame of it at that
+    frame rate: a whole video for frame-wise prediction), resized and centre-cropped to
+    ``size`` x ``size``; read in chunks, so a long video never sits in memory at its
+    full resolution.
 
     Returns:
         frames [k, size, size, 3] uint8 and the clip's :class:`ClipMeta`.
@@ -133,26 +147,41 @@ def decode_clip(entry: VideoEntry, k: int, size: int) -> tuple[np.ndarray, ClipM
         vr = VideoReader(str(path), ctx=cpu(0), num_threads=1)
         n = len(vr)
         fps = float(vr.get_avg_fps())
+        if n == 0:
+            raise BadVideoError(f"{path}: the video has no frames")
         end = n if entry.end is None else min(entry.end, n)
         if end <= entry.start:
             raise BadVideoError(
                 f"{path}: clip {entry.clip_id} asks for frames [{entry.start}, "
                 f"{entry.end}) but the video has {n} frames"
             )
-        idx = segment_centres(entry.start, end, k)
-        raw = vr.get_batch(idx.tolist()).asnumpy()  # [k, H, W, 3]
+        idx = (
+            rate_frames(entry.start, end, fps, rate)
+            if rate
+            else segment_centres(entry.start, end, k)
+        )
+        out, hw, box = None, (0, 0), (0.0, 0.0, 0.0, 0.0)
+        t = 0
+        for chunk in _chunks(idx):
+            raw = vr.get_batch(chunk.tolist()).asnumpy()  # [c, H, W, 3]
+            if out is None:
+                hw = raw.shape[1:3]
+                (rh, rw), box = resize_crop_box(hw, size)
+                y0, x0 = (rh - size) // 2, (rw - size) // 2
+                out = np.empty((len(idx), size, size, 3), dtype=np.uint8)
+            for frame in raw:
+                img = Image.fromarray(frame).resize((rw, rh), Image.BILINEAR, reducing_gap=None)
+                out[t] = np.asarray(img)[y0 : y0 + size, x0 : x0 + size]
+                t += 1
     except (RuntimeError, DECORDError, OSError) as e:  # unreadable container or stream,
         # or a decoder error while reading frames (DECORDError is not a RuntimeError)
         why = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise BadVideoError(f"{path}: decord cannot read it: {why}") from e
-    hw = raw.shape[1:3]
-    (rh, rw), box = resize_crop_box(hw, size)
-    y0, x0 = (rh - size) // 2, (rw - size) // 2
-    out = np.empty((k, size, size, 3), dtype=np.uint8)
-    for t, frame in enumerate(raw):
-        img = Image.fromarray(frame).resize((rw, rh), Image.BILINEAR, reducing_gap=None)
-        out[t] = np.asarray(img)[y0 : y0 + size, x0 : x0 + size]
     meta = ClipMeta(
         entry.clip_id, tuple(int(i) for i in idx), box, (int(hw[0]), int(hw[1])), source, n, fps
     )
     return out, meta
+
+
+def _chunks(idx: np.ndarray, size: int = 64) -> list[np.ndarray]:
+    return [idx[i : i + size] for i in range(0, len(idx), size)]

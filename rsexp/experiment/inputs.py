@@ -104,9 +104,12 @@ def build_data(cfg: Config, console: Console | None = None) -> Data:
         augment=augment,
         seed=cfg.train.seed,
         train=True,
+        windows=tr.windows,
     )
     evals = {
-        name: ClipDataset(sp.ids, sp.videos, sp.labels, sp.guidance_masks(lookup, g.grid))
+        name: ClipDataset(
+            sp.ids, sp.videos, sp.labels, sp.guidance_masks(lookup, g.grid), windows=sp.windows
+        )
         for name, sp in (("val", raw.val), ("test", raw.test))
         if sp is not None
     }

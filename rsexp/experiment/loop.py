@@ -10,6 +10,7 @@ starts with the evaluation.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -18,9 +19,9 @@ from PIL import Image
 from rich.progress import Progress
 from torch.utils.data import DataLoader
 
-from rsexp.config import to_dict
+from rsexp.config import ConfigError, to_dict
 from rsexp.core.checkpoint import capture_rng, restore_rng, save_checkpoint
-from rsexp.core.metrics import SumMeter
+from rsexp.core.metrics import SegmentationMeter, SumMeter
 from rsexp.core.optim import lr_at
 from rsexp.core.step import NonFiniteLossError, eval_step, train_step
 from rsexp.experiment.build import RunParts
@@ -29,7 +30,18 @@ from rsexp.experiment.reporter import Reporter
 from rsexp.experiment.rundir import RunDir
 from rsexp.track import Tracker
 from rsexp.track.local import overlay_path
-from rsexp.track.overlay import overlay_images, pick_overlay_clips
+from rsexp.track.overlay import overlay_images, pick_overlay_clips, render_segmentation
+
+
+def background_ids(names, class_names: list[str]) -> tuple[int, ...]:
+    """The class ids of ``data.background`` (names), checked against the dataset's."""
+    unknown = [n for n in names if n not in class_names]
+    if unknown:
+        raise ConfigError(
+            f"data.background: {unknown} are not classes of this dataset; its classes "
+            f"start {class_names[:5]}"
+        )
+    return tuple(class_names.index(n) for n in names)
 
 
 class Trainer:
@@ -65,6 +77,10 @@ class Trainer:
             if self.overlay_set is not None
             else []
         )
+        # action segmentation: classes left out of the segment scores, and the frame-wise
+        # predictions of the epoch being evaluated, by split
+        self.background = background_ids(self.cfg.data.background, self.data.class_names)
+        self.segmentation: dict[str, list] = {}
         # a YAML written for a big machine (num_workers=8) runs as well on a small one
         self.num_workers = min(self.cfg.data.num_workers, len(os.sched_getaffinity(0)))
 
@@ -185,16 +201,61 @@ class Trainer:
             generator=torch.Generator().manual_seed(0),
         )
         task = progress.add_task(split, total=len(loader)) if progress else None
-        meter = SumMeter()
+        meter, windows = SumMeter(), loader.dataset.windows
+        logits = []  # window logits, for frame-wise prediction (action segmentation)
         for batch in loader:
-            meter.add(eval_step(self.model, batch, cfg.loss, amp=self.parts.amp).sums)
+            out = eval_step(self.model, batch, cfg.loss, amp=self.parts.amp)
+            meter.add(out.sums)
+            if windows is not None:
+                logits.append(out.logits.cpu())
             if progress:
                 progress.update(task, advance=1)
         if progress:
             progress.remove_task(task)
         means = meter.means()
         means.setdefault("loss_spatial", 0.0)  # no guided frame in the split
+        if windows is not None:  # top1/top5/clip_loss above are per window
+            preds = windows.frame_predictions(torch.cat(logits).numpy())
+            seg = SegmentationMeter(self.background)
+            for pred, true in zip(preds, windows.labels, strict=True):
+                seg.add(pred, true)
+            means.update(seg.scores())
+            self.segmentation[split] = preds
         return {f"{split}/{k}": v for k, v in means.items()}
+
+    def segmentation_figure(self, epoch: int) -> dict:
+        """The frame-wise predictions of this epoch's evaluations: each split's written
+        as ``segmentation/<split>.json`` (video -> true and predicted label per frame at
+        data.segmentation_fps; the last epoch's stays), and a few videos drawn as colour
+        bars (test at the last epoch, else val), logged with the overlays."""
+        if not self.segmentation:
+            return {}
+        for split, preds in self.segmentation.items():
+            windows = self.data.eval_sets[split].windows
+            out = self.run_dir.path / "segmentation" / f"{split}.json"
+            out.parent.mkdir(exist_ok=True)
+            tmp = out.with_suffix(".tmp")
+            tmp.write_text(
+                json.dumps(
+                    {
+                        k: {"true": t.tolist(), "pred": p.tolist()}
+                        for k, t, p in zip(windows.keys, windows.labels, preds, strict=True)
+                    }
+                )
+            )
+            os.replace(tmp, out)
+        split = "test" if "test" in self.segmentation else "val"
+        windows, preds = self.data.eval_sets[split].windows, self.segmentation[split]
+        self.segmentation = {}
+        n = min(4, len(preds))
+        img = render_segmentation(
+            windows.keys[:n], windows.labels[:n], preds[:n], self.data.class_names
+        )
+        path = overlay_path(self.run_dir.path, "overlay/segmentation", epoch)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(path, compress_level=1)
+        caption = f"epoch {epoch}: {split} videos, true (top) and predicted (bottom) per frame"
+        return {"overlay/segmentation": (img, caption)}
 
     @torch.no_grad()
     def render_overlays(self, epoch: int) -> dict:
@@ -231,6 +292,7 @@ class Trainer:
             if self.data.test is not None and epoch == self.cfg.train.epochs:
                 record.update(self.evaluate("test", progress))
             images = self.render_overlays(epoch)
+            images.update(self.segmentation_figure(epoch))
         except KeyboardInterrupt as e:
             # keep the finished training pass: the resume starts with the evaluation
             self._save_partial(epoch, self.schedule.steps_per_epoch, meter)

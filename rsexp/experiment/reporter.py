@@ -84,6 +84,13 @@ class Reporter:
         evals = "".join(
             f"  {s} top1 {r[f'{s}/top1']:.2f}  top5 {r[f'{s}/top5']:.2f}  "
             f"clip loss {r[f'{s}/clip_loss']:.4f}"
+            + (  # action segmentation: frame-wise scores too
+                f"  MoF {r[f'{s}/mof']:.2f}  Edit {r[f'{s}/edit']:.2f}  "
+                f"F1@10/25/50 {r[f'{s}/f1@10']:.1f}/{r[f'{s}/f1@25']:.1f}/"
+                f"{r[f'{s}/f1@50']:.1f}"
+                if f"{s}/mof" in r
+                else ""
+            )
             for s in ("val", "test")
             if f"{s}/top1" in r
         )

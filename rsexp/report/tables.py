@@ -5,10 +5,21 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+UP, DOWN = ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$")
 COLUMNS = (
-    ("top1", "Top-1", "↑", r"$\uparrow$", 2),
-    ("top5", "Top-5", "↑", r"$\uparrow$", 2),
-    ("clip_loss", "Clip Loss", "↓", r"$\downarrow$", 3),
+    ("top1", "Top-1", *UP, 2),
+    ("top5", "Top-5", *UP, 2),
+    ("clip_loss", "Clip Loss", *DOWN, 3),
+)
+# paper Table 2 (action segmentation: Desktop Assembly), for runs that carry its metrics
+SEGMENTATION_COLUMNS = (
+    ("top1", "Top-1", *UP, 2),
+    ("clip_loss", "Clip Loss", *DOWN, 3),
+    ("mof", "MoF", *UP, 2),
+    ("edit", "Edit", *UP, 2),
+    ("f1@10", "F1@10", *UP, 2),
+    ("f1@25", "F1@25", *UP, 2),
+    ("f1@50", "F1@50", *UP, 2),
 )
 
 
@@ -23,12 +34,21 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _cells(runs: list[dict], base: list[dict] | None, latex: bool, split: str) -> list[str]:
+def columns_of(groups: dict[str, list[dict]], split: str) -> tuple:
+    """Table 2's columns when every run has the segmentation scores, else Table 1's."""
+    runs = [r for rs in groups.values() for r in rs]
+    seg = runs and all(f"{split}/mof" in r for r in runs)
+    return SEGMENTATION_COLUMNS if seg else COLUMNS
+
+
+def _cells(
+    runs: list[dict], base: list[dict] | None, latex: bool, split: str, columns=COLUMNS
+) -> list[str]:
     """mean ± std per column; against ``base``: relative change (%) for accuracies and the
     absolute change for the clip loss, as in the paper's Table 1."""
     pm = r" $\pm$ " if latex else " ± "
     out = []
-    for metric, _, _, _, digits in COLUMNS:
+    for metric, _, _, _, digits in columns:
         key = f"{split}/{metric}"
         m, s = mean_std([r[key] for r in runs])
         # one seed has no spread to show: the value alone, never "± 0.00"
@@ -78,16 +98,18 @@ def _table(
 ) -> list[Path]:
     """``baseline_of(label)``: the row that ``label``'s change is measured against, or
     None for a row without one."""
-    header = ["Method"] + [f"{name} {arrow}" for _, name, arrow, _, _ in COLUMNS]
-    latex_header = ["Method"] + [f"{name} {arrow}" for _, name, _, arrow, _ in COLUMNS]
-    rows, latex_rows = [], []
     split = split_of(groups)
-    caption = f"{caption} Metrics on the {split} split."
+    columns = columns_of(groups, split)
+    header = ["Method"] + [f"{name} {arrow}" for _, name, arrow, _, _ in columns]
+    latex_header = ["Method"] + [f"{name} {arrow}" for _, name, _, arrow, _ in columns]
+    rows, latex_rows = [], []
+    layout = "Table 2 layout (frame-wise over whole videos)" if columns is not COLUMNS else ""
+    caption = f"{caption} Metrics on the {split} split{'; ' + layout if layout else ''}."
     for label, runs in groups.items():
         b = baseline_of(label)
         ref = groups[b] if b is not None and b != label else None
-        rows.append([label, *_cells(runs, ref, False, split)])
-        latex_rows.append([label.replace("_", r"\_"), *_cells(runs, ref, True, split)])
+        rows.append([label, *_cells(runs, ref, False, split, columns)])
+        latex_rows.append([label.replace("_", r"\_"), *_cells(runs, ref, True, split, columns)])
     return _write(reports / stem, header, rows, caption, latex_header, latex_rows)
 
 
@@ -99,7 +121,7 @@ def write_comparison(
     seeds = len(next(iter(groups.values())))
     spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed (n = 1)"
     caption = (
-        f"{dataset}: {spread}; +RS rows give the relative change of Top-1/Top-5 and the "
+        f"{dataset}: {spread}; +RS rows give the relative change of the scores and the "
         f"absolute change of the clip loss against their own baseline."
     )
 

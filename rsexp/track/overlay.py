@@ -117,3 +117,44 @@ def overlay_images(
         )
         images[f"overlay/{val.video_ids[i]}"] = (img, f"true {true}, pred {pred}")
     return images
+
+
+_PALETTE = colormaps["tab20"]
+
+
+def render_segmentation(
+    videos: list[str], truths, preds, class_names: list[str], width: int = 600
+) -> np.ndarray:
+    """Action segmentation at a glance: per video, the true labels over its frames as
+    one colour bar and the predicted ones as a second (one colour per class, the same
+    in both), under its id; a legend of the classes that appear. [H, W, 3] uint8."""
+    bar, gap, text_h = 12, 6, 14
+    rows = []
+    for vid, true, pred in zip(videos, truths, preds, strict=True):
+        rows.append((vid, np.asarray(true), np.asarray(pred)))
+    shown = sorted({int(c) for _, t, p in rows for c in np.r_[t, p]})
+    legend_h = text_h * ((len(shown) + 3) // 4)
+    h = len(rows) * (text_h + 2 * bar + gap) + legend_h + gap
+    img = Image.new("RGB", (width + 40, h), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+
+    def colour(c: int) -> tuple[int, ...]:
+        return tuple(int(255 * x) for x in _PALETTE(c % 20)[:3])
+
+    y = 0
+    for vid, true, pred in rows:
+        draw.text((2, y), vid, fill=(0, 0, 0), font=_font())
+        y += text_h
+        for name, seq in (("true", true), ("pred", pred)):
+            draw.text((2, y), name, fill=(80, 80, 80), font=_font())
+            n = max(len(seq), 1)
+            cols = (np.arange(width) * n // width).clip(0, n - 1)
+            strip = np.array([colour(int(seq[i])) for i in cols], dtype=np.uint8)
+            img.paste(Image.fromarray(np.repeat(strip[None], bar, 0)), (38, y))
+            y += bar
+        y += gap
+    for j, c in enumerate(shown):
+        x, yy = 2 + (j % 4) * ((width + 40) // 4), y + (j // 4) * text_h
+        draw.rectangle([x, yy + 2, x + 10, yy + 12], fill=colour(c))
+        draw.text((x + 14, yy), class_names[c][:22], fill=(0, 0, 0), font=_font())
+    return np.asarray(img)
