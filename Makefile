@@ -20,7 +20,7 @@ MODELS ?= tsvit,vivit,timesformer,timesformer*
 SEEDS ?= 3
 CHECKPOINT ?=
 
-.PHONY: setup train resume sweep paper guidance prepare test lint format bench-rs bench-guidance bench-segmentation bench-track bench-decode clean
+.PHONY: setup train resume sweep paper guidance tables figures dashboard prepare test lint format bench-rs bench-guidance bench-segmentation bench-track bench-decode clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,15 @@ paper: setup
 
 guidance: setup
 	$(BIN)/rsexp guidance --config $(CONFIG) $(if $(DRY_RUN),--dry-run) $(ARGS)
+
+tables: setup
+	$(BIN)/rsexp tables --source runs $(if $(filter-out synthetic,$(DATASET)),--dataset $(DATASET)) $(ARGS)
+
+figures: setup
+	$(BIN)/rsexp figures --source runs $(if $(filter-out synthetic,$(DATASET)),--dataset $(DATASET)) $(ARGS)
+
+dashboard: setup
+	$(BIN)/python dashboards/serve.py --dataset $(DATASET) $(if $(STORAGE),--storage $(STORAGE)) $(ARGS)
 
 prepare: setup
 	$(BIN)/rsexp prepare --config $(CONFIG) $(ARGS)

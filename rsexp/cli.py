@@ -1,4 +1,5 @@
-"""``rsexp`` command line: train, resume, sweep, paper, prepare, guidance, models, config."""
+"""``rsexp`` command line: train, resume, sweep, paper, prepare, guidance, tables, models,
+config."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from rsexp.experiment import Interrupted
 from rsexp.guidance.annotate import GuidanceJobError, annotate
 from rsexp.guidance.annotators import OpenAIKeyMissing
 from rsexp.guidance.store import GuidanceFormatError
+from rsexp.report.collect import SourceError
 from rsexp.track import TrackingError
 
 # Errors that mean "the input is wrong" (config, data, guidance, a checkpoint, a
@@ -34,6 +36,7 @@ USER_ERRORS = (
     GuidanceFormatError,
     GuidanceJobError,
     OpenAIKeyMissing,
+    SourceError,
 )
 
 
@@ -113,6 +116,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     gu.add_argument("overrides", nargs="*")
 
+    tb = sub.add_parser("tables", help="paper-style tables from finished, tracked runs")
+    tb.add_argument(
+        "--source",
+        default="runs",
+        help="a runs folder, or an MLflow URI (sqlite:///..., http://...)",
+    )
+    tb.add_argument("--dataset", default=None, help="only this dataset")
+    tb.add_argument(
+        "--stage", default=None, help="only runs of this stage (confirm, paper, train)"
+    )
+    tb.add_argument("--format", default="all", choices=["all", "md", "tex", "csv"])
+    tb.add_argument("--out", default=None, help="folder (default: <source>/tables or runs/tables)")
+    tb.add_argument("--study", default=None, help="also tabulate this Optuna study")
+    tb.add_argument("--storage", default=None, help="the study's storage URL")
+
+    fg = sub.add_parser("figures", help="Fig. 5 across runs, and a sweep's study plots")
+    fg.add_argument("--source", default="runs", help="a runs folder, or an MLflow URI")
+    fg.add_argument("--dataset", default=None)
+    fg.add_argument("--stage", default=None)
+    fg.add_argument("--out", default=None, help="folder (default: <source>/figures)")
+    fg.add_argument("--study", default=None, help="also plot this Optuna study")
+    fg.add_argument("--storage", default=None, help="the study's storage URL")
+
     sub.add_parser("models", help="list the registered models and datasets")
 
     c = sub.add_parser("config", help="print the resolved config")
@@ -188,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             if summary.stopped:
                 return 1
+        elif args.command == "tables":
+            from rsexp.report.tables_cli import tables
+
+            return tables(args, console, err)
+        elif args.command == "figures":
+            from rsexp.report.tables_cli import figures
+
+            return figures(args, console)
         elif args.command == "sweep-worker":
             from rsexp.sweep.worker import run_worker
 

@@ -119,3 +119,43 @@ def test_paper_rows_write_a_table1_block(tiny, tmp_path, capsys):
     run = tmp_path / "runs" / "synthetic" / "paper" / "vivit-rs-s0"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["model"] == "vivit" and "test/top1" in summary
+
+
+def test_baseline_steps_skip_the_level_views_backward_with_the_same_result():
+    """lambda_t = 0 and CE on the clip logits: no loss term trains the immediate and
+    contextual views, so they run without a graph; the weights after the steps are
+    exactly those of a step that kept the graph (and logged loss/temporal is the same)."""
+    import copy
+
+    import rsexp.core.models  # noqa: F401
+    from rsexp.core.registry import create_model
+    from rsexp.core.settings import LossConfig, ModelConfig
+    from rsexp.core.step import train_step
+
+    for name in ("tsvit", "vivit", "timesformer"):
+        torch.manual_seed(0)
+        cfg = ModelConfig(name=name, embed_dim=16, depth=1, temporal_depth=1, num_heads=2)
+        model = create_model(cfg, num_classes=3, num_frames=6, img_size=16)
+        out = model(torch.randn(2, 6, 3, 16, 16), level_grad=False)
+        assert out.level_logits["im"].grad_fn is None and out.logits.grad_fn is not None
+        twin = copy.deepcopy(model)
+        mask = torch.zeros(2, 6, 16, dtype=torch.bool)
+        batch = {
+            "video": torch.randn(2, 6, 3, 16, 16),
+            "label": torch.tensor([0, 1]),
+            "mask": mask,
+            "frame_valid": mask.any(-1),
+        }
+        base = LossConfig(lambda_s=0.0, lambda_t=0.0)
+        logged = []
+        for m, level_grad in ((model, False), (twin, True)):
+            opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+            if level_grad:  # the same step with the views' graph kept (weight 0 on them)
+                base_kept = LossConfig(lambda_s=0.0, lambda_t=1e-30)
+                sums = train_step(m, batch, opt, base_kept, step=0, lr=1e-2, grad_clip=0)
+            else:
+                sums = train_step(m, batch, opt, base, step=0, lr=1e-2, grad_clip=0)
+            logged.append(sums["loss/temporal"][0])
+        for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+            assert torch.allclose(p, q, atol=1e-6), name
+        assert abs(logged[0] - logged[1]) < 1e-5

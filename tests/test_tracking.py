@@ -183,6 +183,10 @@ def test_wandb_offline_run_folder(tiny, monkeypatch, capsys):
     ledger = json.loads((result.run_dir / "trackers.json").read_text())
     assert ledger["wandb"]["epochs"] == [1, 2]
     assert ledger["wandb"]["run_id"] in offline.name
+    # config values keep their types (W&B's parallel coordinates and importance panels
+    # need numbers): the run file holds each item's key and its JSON value, 1.0 not "1.0"
+    assert b"loss.lambda_s\x82\x01\x031.0" in raw
+    assert b'model.name\x82\x01\x07"tsvit"' in raw
 
 
 @pytest.mark.parametrize("backend, absent", [("mlflow", "wandb"), ("wandb", "mlflow")])

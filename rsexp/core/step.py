@@ -94,8 +94,11 @@ def train_step(
     model.train()
     for group in optimizer.param_groups:
         group["lr"] = lr
+    # the immediate / contextual views need gradients only when a loss term trains
+    # them (the temporal loss, or CE on every level); otherwise they are only logged
+    level_grad = w.lambda_t > 0 or w.ce_on != "clip"
     with autocast(device, amp):
-        out = model(batch["video"])
+        out = model(batch["video"], level_grad=level_grad)
     terms = rs_losses(
         out,
         batch["label"],

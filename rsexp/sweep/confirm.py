@@ -18,6 +18,8 @@ from rich.progress import Progress
 
 from rsexp.config import Config
 from rsexp.experiment.interrupts import die_with_parent
+from rsexp.report.collect import collect
+from rsexp.report.figures import fig5, study_plots
 from rsexp.report.labels import ABLATION, ROW_LABELS, model_name
 from rsexp.report.tables import write_ablation, write_comparison
 from rsexp.sweep import space as sp
@@ -116,6 +118,9 @@ def confirm(
             paths.reports, cfg.data.name, {ROW_LABELS[m]: summaries(m) for m in ABLATION}
         ),
     ]
+    # Fig. 5 over the confirmation runs and the study's plots, next to the tables
+    confirmed = [r for r in collect(str(paths.root)) if r.stage == "confirm"]
+    written += fig5(confirmed, paths.reports) + study_plots(study, paths.reports / "study")
     info = {
         "study": study.study_name,
         "best_trial": best.number,

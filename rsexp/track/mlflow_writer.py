@@ -42,6 +42,9 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         ) from e
 
 
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
 class MlflowWriter(Writer):
     name = "mlflow"
 
@@ -75,6 +78,10 @@ class MlflowWriter(Writer):
                     if exp
                     else self.client.create_experiment(name, artifact_location=self.artifact_root)
                 )
+                if exp is None or exp.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
+                    # MLflow 3.17's UI opens an experiment on its GenAI pages (traces,
+                    # judges) unless the experiment says it is model training
+                    self.client.set_experiment_tag(exp_id, EXPERIMENT_KIND, MODEL_TRAINING)
             if info.ref:
                 self.run_id = info.ref
                 self.client.get_run(self.run_id)  # raises if it is gone

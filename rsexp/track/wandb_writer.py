@@ -16,6 +16,17 @@ import numpy as np
 from rsexp.track.base import RunInfo, TrackingError, Writer
 
 
+def typed(value: str):
+    """A param string back as the number, bool or list it spells (else the string)."""
+    import yaml
+
+    try:
+        v = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    return v if isinstance(v, (int, float, bool, list)) else value
+
+
 def logged_in() -> bool:
     """True when an API key is at hand (env or ``wandb login``'s netrc entry); no network."""
     if os.environ.get("WANDB_API_KEY"):
@@ -34,6 +45,7 @@ class WandbWriter(Writer):
         self.mode, self.project, self.entity, self.group = mode, project, entity, group
         self.console = console
         self.epochs: set[int] = set()
+        self.images: dict = {}  # an epoch's images, logged with its metrics in one step
 
     def start(self, info: RunInfo) -> str:
         import wandb
@@ -81,16 +93,21 @@ class WandbWriter(Writer):
         self.epochs = set(entry.get("epochs", []))
 
     def log_params(self, params: dict[str, str]) -> None:
-        self.run.config.update(params, allow_val_change=True)
+        # with their types: W&B's parallel coordinates and importance panels treat a
+        # string "0.15" as a category
+        self.run.config.update({k: typed(v) for k, v in params.items()}, allow_val_change=True)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self.run.log({**metrics, "epoch": step})
+        images = {k: v for k, v in self.images.items() if v[0] == step}
+        self.images = {}
+        # one W&B step per epoch: the images' media slider is indexed by epoch
+        self.run.log({**{k: img for k, (_, img) in images.items()}, **metrics, "epoch": step})
         self.epochs.add(step)
 
     def log_image(self, key: str, image: np.ndarray, step: int, caption: str = "") -> None:
         import wandb
 
-        self.run.log({key: wandb.Image(image, caption=caption or None), "epoch": step})
+        self.images[key] = (step, wandb.Image(image, caption=caption or None))
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.run.save(str(path), base_path=str(Path(path).parent), policy="now")

@@ -119,13 +119,15 @@ class FactorisedVideoViT(nn.Module):
             x, _ = blk(x)
         return self.temporal_norm(x[:, 0])
 
-    def forward(self, x: torch.Tensor) -> VideoOutput:
-        """x: [B, T, C, H, W] float frames."""
+    def forward(self, x: torch.Tensor, level_grad: bool = True) -> VideoOutput:
+        """x: [B, T, C, H, W] float frames. ``level_grad=False``: the immediate and
+        contextual views are computed without a graph (no loss term trains them)."""
         frames, cls_attn = self.encode_frames(x)
-        level_logits = {
-            lvl: self.head(self.head_drop(self.encode_segment(frames, self.segments[lvl])))
-            for lvl in LEVELS
-        }
+        level_logits = {}
+        for lvl in LEVELS:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and (level_grad or lvl == "nar")):
+                z = self.encode_segment(frames, self.segments[lvl])
+                level_logits[lvl] = self.head(self.head_drop(z))
         attn = self.to_grid(cls_attn)  # [B, T', N]
         if self.tubelet > 1:  # a tubelet's attention stands for each of its frames
             attn = attn.repeat_interleave(self.tubelet, dim=1)

@@ -126,13 +126,16 @@ class TimeSformer(nn.Module):
         attn = cls_attn.reshape(B, T, K) if cls_attn is not None else None
         return self.norm(x[:, 0]), attn
 
-    def forward(self, x: torch.Tensor) -> VideoOutput:
+    def forward(self, x: torch.Tensor, level_grad: bool = True) -> VideoOutput:
         """x: [B, T, C, H, W] float frames.
 
         Each level's logits see only their segment's frames (paper §2.3.2): divided
         space-time attention mixes every frame it is given, so the immediate and
         contextual views are their own passes over their frames; the narrative pass
         (all frames) gives the clip logits and the supervised attention.
+        ``level_grad=False``: those two passes run without a graph (no loss term trains
+        them: a baseline's temporal loss is logged, not optimised), which saves their
+        backward.
         """
         B, T = x.shape[:2]
         tokens = self.patch_embed(x.flatten(0, 1))  # [B*T, K, D]
@@ -144,7 +147,8 @@ class TimeSformer(nn.Module):
             if seg == self.segments["nar"]:  # a view of the whole clip is the narrative
                 level_logits[lvl] = level_logits["nar"]
             else:
-                level_logits[lvl] = self.head(self.encode(tokens, seg, with_attn=False)[0])
+                with torch.set_grad_enabled(torch.is_grad_enabled() and level_grad):
+                    level_logits[lvl] = self.head(self.encode(tokens, seg, with_attn=False)[0])
         level_logits = {lvl: level_logits[lvl] for lvl in LEVELS}
         return VideoOutput(level_logits["nar"], level_logits, self.to_grid(cls_attn))
 
