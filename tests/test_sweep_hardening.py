@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from rsexp.cli import main
 from rsexp.config import load_config
+from rsexp.experiment import RunDir
 from rsexp.sweep.common import sweep_paths
 from rsexp.sweep.study import StorageError, counts, storage_url
 
@@ -151,3 +152,43 @@ def test_sigkilled_driver_then_immediate_rerun_is_exact(tiny, tmp_path):
     assert epochs == list(range(1, len(epochs) + 1))  # each epoch once
     reports = tmp_path / "runs" / "synthetic" / "sweep-synthetic-tsvit" / "reports"
     assert (reports / "comparison.md").is_file()
+
+
+def test_ctrl_c_on_rsexp_paper_checkpoints_its_runs_and_the_rerun_continues(tiny, tmp_path):
+    """A terminal's Ctrl-C (SIGINT to the foreground process group) on ``rsexp paper``:
+    its pool workers run in their own sessions, the parent passes the interrupt on once,
+    each run in progress checkpoints, the command exits 130 promptly, and the same
+    command finishes every run with each epoch logged once."""
+    args = [
+        "paper", "-c", CONFIG, "--models", "tsvit", "--seeds", "1", "--workers", "2",
+        *tiny, "data.synthetic.num_train=160", "train.epochs=6", "track.backends=[local]",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rsexp.cli", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    paper = tmp_path / "runs" / "synthetic" / "paper"
+    deadline = time.monotonic() + 120
+    while not any(
+        (run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text().count("\n")
+        for run in paper.glob("tsvit-*")
+    ):
+        assert proc.poll() is None and time.monotonic() < deadline, "no run started"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-2000:]
+    assert "the same command continues them" in " ".join(out.split())
+    epochs = {run.name: len(RunDir(run).metrics()) for run in paper.glob("tsvit-*")}
+    assert epochs and all(n < 6 for n in epochs.values())  # stopped early, checkpointed
+    os.chdir(tmp_path)
+    try:
+        assert main(args) == 0
+    finally:
+        os.chdir(ROOT)
+    for run in paper.glob("tsvit-*"):
+        assert [m["epoch"] for m in RunDir(run).metrics()] == [1, 2, 3, 4, 5, 6]

@@ -86,15 +86,15 @@ def fig5(records: list[RunRecord], out: Path) -> list[Path]:
 def study_plots(study, out: Path) -> list[Path]:
     """Optuna's plots of ``study``: ``<name>.png`` (matplotlib) and ``<name>.html``
     (plotly) for the optimisation history, parameter importances, parallel coordinates
-    and slice plots (importances need two completed trials)."""
+    and slice plots (importances need completed trials whose values differ)."""
     import optuna.visualization as vis
     import optuna.visualization.matplotlib as vis_mpl
-    from optuna.trial import TrialState
+
+    from rsexp.report.study import importances
 
     out.mkdir(parents=True, exist_ok=True)
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     plots = ["optimization_history", "parallel_coordinate", "slice"]
-    if len(done) >= 2:
+    if importances(study):  # two completed trials that differ, at least
         plots.append("param_importances")
     written = []
     for name in plots:

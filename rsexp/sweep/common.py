@@ -62,10 +62,46 @@ def run_quietly(config, overrides: list[str], run_dir: str) -> dict:
     """One run in a worker process (confirmation and paper runs), idempotent: a finished
     run is read back, an interrupted one resumed. Returns its summary."""
     import io
+    import signal
 
     from rich.console import Console
 
     from rsexp.experiment import run_or_resume
 
-    cfg = load_config(config, overrides)
-    return run_or_resume(cfg, run_dir, console=Console(file=io.StringIO())).summary
+    # Ctrl-C (passed on by the parent, see interrupt_pool) stops a run in progress; an
+    # idle pool worker ignores it and is ended by the pool's shutdown
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        cfg = load_config(config, overrides)
+        return run_or_resume(cfg, run_dir, console=Console(file=io.StringIO())).summary
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def pool_worker_init() -> None:
+    """Initializer of the confirmation / paper pool's worker processes: their own
+    session (a terminal's Ctrl-C reaches the parent only, which passes it on once, see
+    :func:`interrupt_pool`), and gone with the parent (PDEATHSIG)."""
+    import os
+    import signal
+
+    from rsexp.experiment.interrupts import die_with_parent
+
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # until a run starts (run_quietly)
+    die_with_parent()
+
+
+def interrupt_pool(futures) -> None:
+    """Ctrl-C in the parent of a process pool: cancel the runs not started and pass one
+    SIGINT to each worker: a run in progress checkpoints, is marked KILLED and ends its
+    job; the pool's shutdown (leaving its ``with`` block) then waits for those jobs and
+    ends the workers, so the same command continues from the checkpoints."""
+    import multiprocessing
+    import os
+    import signal
+
+    for fut in futures:
+        fut.cancel()
+    for p in multiprocessing.active_children():
+        os.kill(p.pid, signal.SIGINT)

@@ -17,13 +17,21 @@ from rich.console import Console
 from rich.progress import Progress
 
 from rsexp.config import Config
-from rsexp.experiment.interrupts import die_with_parent
+from rsexp.experiment.interrupts import Interrupted
 from rsexp.report.collect import collect
 from rsexp.report.figures import fig5, study_plots
 from rsexp.report.labels import ABLATION, ROW_LABELS, model_name
 from rsexp.report.tables import write_ablation, write_comparison
 from rsexp.sweep import space as sp
-from rsexp.sweep.common import PARENT_ATTR, SweepPaths, SweepStopped, run_quietly, run_tags
+from rsexp.sweep.common import (
+    PARENT_ATTR,
+    SweepPaths,
+    SweepStopped,
+    interrupt_pool,
+    pool_worker_init,
+    run_quietly,
+    run_tags,
+)
 from rsexp.track.parent import finish_parent_run
 
 
@@ -86,7 +94,7 @@ def confirm(
     spawn = multiprocessing.get_context("spawn")
     with (
         ProcessPoolExecutor(
-            max(1, workers), mp_context=spawn, initializer=die_with_parent
+            max(1, workers), mp_context=spawn, initializer=pool_worker_init
         ) as pool,
         Progress(console=console) as progress,
     ):
@@ -95,12 +103,20 @@ def confirm(
             pool.submit(run_quietly, config, over, str(paths.confirm(*name))): name
             for name, over in jobs.items()
         }
-        for fut in as_completed(futures):
-            name = futures[fut]
-            results[name] = r = fut.result()
-            shown = ", ".join(f"{k} {r[k]:.2f}" for k in ("test/top1", "val/top1") if k in r)
-            progress.console.print(f"{ROW_LABELS[name[0]]:<11} seed {name[1]}: {shown}")
-            progress.advance(task)
+        try:
+            for fut in as_completed(futures):
+                name = futures[fut]
+                results[name] = r = fut.result()
+                shown = ", ".join(f"{k} {r[k]:.2f}" for k in ("test/top1", "val/top1") if k in r)
+                progress.console.print(f"{ROW_LABELS[name[0]]:<11} seed {name[1]}: {shown}")
+                progress.advance(task)
+        except KeyboardInterrupt:
+            interrupt_pool(futures)
+            console.print(
+                "[yellow]interrupted[/]: the confirmation runs in progress are checkpointed; "
+                "run the same command again to continue them"
+            )
+            raise Interrupted("confirmation interrupted") from None
 
     def summaries(row: str) -> list[dict]:
         k, seeds = rows[row]

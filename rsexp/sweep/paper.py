@@ -16,10 +16,10 @@ from rich.console import Console
 from rich.progress import Progress
 
 from rsexp.config import ConfigError, load_config
-from rsexp.experiment.interrupts import die_with_parent
+from rsexp.experiment.interrupts import Interrupted
 from rsexp.report.labels import model_name
 from rsexp.report.tables import write_comparison
-from rsexp.sweep.common import run_quietly
+from rsexp.sweep.common import interrupt_pool, pool_worker_init, run_quietly
 
 # The paper's model sizes (§3.1, Table 1), for the real datasets. TSViT: the released
 # model's widths (128-d, 4 spatial + 3 temporal layers, 8 heads); ViViT: the factorised
@@ -98,7 +98,7 @@ def paper(
     spawn = multiprocessing.get_context("spawn")  # never fork after torch ran
     with (
         ProcessPoolExecutor(
-            max(1, workers), mp_context=spawn, initializer=die_with_parent
+            max(1, workers), mp_context=spawn, initializer=pool_worker_init
         ) as pool,
         Progress(console=console) as progress,
     ):
@@ -107,13 +107,21 @@ def paper(
         for key in sorted(jobs, key=lambda key: SLOWEST_FIRST.index(key[0])):
             over, run_dir = jobs[key]
             futures[pool.submit(run_quietly, config, over, str(run_dir))] = key
-        for fut in as_completed(futures):
-            key = futures[fut]
-            results[key] = r = fut.result()
-            progress.console.print(
-                f"{key[0]:<13} {key[1]:<9} seed {key[2]}: test top1 {r['test/top1']:.2f}"
+        try:
+            for fut in as_completed(futures):
+                key = futures[fut]
+                results[key] = r = fut.result()
+                progress.console.print(
+                    f"{key[0]:<13} {key[1]:<9} seed {key[2]}: test top1 {r['test/top1']:.2f}"
+                )
+                progress.advance(task)
+        except KeyboardInterrupt:
+            interrupt_pool(futures)
+            console.print(
+                f"[yellow]interrupted[/]: the runs in progress are checkpointed; the same "
+                f"command continues them ({len(results)} of {len(jobs)} done, in {root})"
             )
-            progress.advance(task)
+            raise Interrupted("paper interrupted") from None
     groups = {}
     for row in rows:
         name = model_name(row.rstrip("*")) + ("*" if row.endswith("*") else "")
