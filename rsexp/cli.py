@@ -20,6 +20,7 @@ from rsexp.guidance.annotate import GuidanceJobError, annotate
 from rsexp.guidance.annotators import OpenAIKeyMissing
 from rsexp.guidance.store import GuidanceFormatError
 from rsexp.report.collect import SourceError
+from rsexp.sweep.common import JobFailed
 from rsexp.track import TrackingError
 
 # Errors that mean "the input is wrong" (config, data, guidance, a checkpoint, a
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         err.print("[red]error:[/]", escape(str(e)))
         return 2
-    except NonFiniteLossError as e:  # recorded in summary.json and the trackers
+    except (NonFiniteLossError, JobFailed) as e:  # recorded in summary.json and the trackers
         err.print("[red]run failed:[/]", escape(str(e)))
         return 1
     except Interrupted:

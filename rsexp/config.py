@@ -155,6 +155,12 @@ class OpenAIGuidance:
     # USD per million tokens; prices change: override them
     price_input_per_mtok: float = 0.40
     price_output_per_mtok: float = 1.60
+    # the Batch API (SSv2-sized jobs): half price, answers within 24 h; submitted
+    # batches survive a restart (<stem>.batches.json) and are polled every batch_poll_s
+    batch: bool = False
+    batch_poll_s: float = 60.0
+    batch_max_requests: int = 50_000
+    batch_price_factor: float = 0.5
 
     def __post_init__(self):
         _check(self.concurrency >= 1, "guidance.openai.concurrency", "must be >= 1")
@@ -162,6 +168,12 @@ class OpenAIGuidance:
         _check(self.max_retries >= 0, "guidance.openai.max_retries", "must be >= 0")
         _check(self.max_side >= 64, "guidance.openai.max_side", "must be >= 64")
         _check(self.max_usd >= 0, "guidance.openai.max_usd", "must be >= 0")
+        _check(self.batch_poll_s > 0, "guidance.openai.batch_poll_s", "must be > 0")
+        _check(
+            1 <= self.batch_max_requests <= 50_000,
+            "guidance.openai.batch_max_requests",
+            "must be in [1, 50000] (the Batch API's limit)",
+        )
 
 
 @dataclass(frozen=True)

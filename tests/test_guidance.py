@@ -388,3 +388,53 @@ def test_desktop_assembly_motion_guidance_at_10_fps(tmp_path):
     assert all(len(f) == 24 for f in store.regions.values())  # 60 frames at 25 fps -> 10 fps
     data = build_data(load_config(cfg_path, over))
     assert data.guided_frame_fraction == 1.0
+
+
+def test_batch_api_submits_polls_and_collects_at_half_price(ucf):
+    over = [
+        "guidance.openai.batch=true",
+        "guidance.openai.batch_poll_s=0.05",
+        "guidance.openai.batch_max_requests=30",
+        "guidance.coverage=0.6",
+    ]
+    with Server(by_class, polls_to_finish=2) as srv:
+        summary = annotate(ucf_cfg(ucf, f"guidance.openai.base_url={srv.url}", *over))
+        n = summary.videos * 10
+        assert len(srv.batches) == -(-n // 30)  # batches of at most 30 requests
+        assert all(b["status"] == "completed" for b in srv.batches.values())
+        assert len(srv.requests) == n and all(r["frame"].startswith("r") for r in srv.requests)
+        # run again: everything is answered, nothing is submitted
+        annotate(ucf_cfg(ucf, f"guidance.openai.base_url={srv.url}", *over))
+        assert len(srv.batches) == -(-n // 30) and len(srv.requests) == n
+    store = GuidanceStore.load(summary.path)
+    assert sum(len(f) for f in store.regions.values()) == n == summary.answered
+    assert summary.usd == pytest.approx(n * (900 * 0.4 + 20 * 1.6) / 1e6 * 0.5)
+    state = json.loads(summary.path.with_name("guidance.batches.json").read_text())
+    assert all(b["collected"] for b in state["batches"])
+
+
+def test_batches_survive_a_restart_without_being_submitted_again(ucf):
+    with Server(by_class, polls_to_finish=10**9) as srv:  # never finishes, at first
+        args = [
+            sys.executable, "-m", "rsexp.cli", "guidance", "--config",
+            str(ROOT / "sweeps" / "ucf50.yaml"), f"data.root={ucf / 'data'}",
+            f"guidance.openai.base_url={srv.url}", "guidance.openai.batch=true",
+            "guidance.openai.batch_poll_s=0.05", "guidance.openai.batch_max_requests=50",
+        ]  # fmt: skip
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        state = ucf / "data" / "ucf50" / "guidance.batches.json"
+        deadline = time.time() + 120
+        while time.time() < deadline:  # every batch submitted, then polling
+            if state.is_file() and all(b["id"] for b in json.loads(state.read_text())["batches"]):
+                if sum(b["polls"] for b in srv.batches.values()) >= 4:
+                    break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        submitted = len(srv.batches)
+        srv.polls_to_finish = 0
+        assert main(args[3:]) == 0
+        assert len(srv.batches) == submitted  # polled and collected, not submitted again
+    store = GuidanceStore.load(ucf / "data" / "ucf50" / "guidance.json")
+    total = sum(len(f) for f in store.regions.values())
+    assert total == 10 * len(store) and len(srv.requests) == total

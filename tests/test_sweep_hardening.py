@@ -192,3 +192,18 @@ def test_ctrl_c_on_rsexp_paper_checkpoints_its_runs_and_the_rerun_continues(tiny
         os.chdir(ROOT)
     for run in paper.glob("tsvit-*"):
         assert [m["epoch"] for m in RunDir(run).metrics()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_failed_confirmation_or_paper_run_is_named_with_its_error(tiny, tmp_path):
+    from rsexp.sweep.common import JobFailed, run_jobs
+
+    bad = [*tiny, "track.backends=[local]", f"model.pretrained={tmp_path / 'missing.pth'}"]
+    good = [*tiny, "track.backends=[local]", "train.epochs=1"]
+    done = []
+    jobs = {
+        "ok": (CONFIG, good, str(tmp_path / "r-ok")),
+        "bad": (CONFIG, bad, str(tmp_path / "r-bad")),
+    }
+    with pytest.raises(JobFailed, match=r"r-bad: ConfigError: model.pretrained"):
+        run_jobs(jobs, 2, lambda key, summary: done.append((key, summary["status"])))
+    assert done == [("ok", "finished")]  # the other run still finished and was reported

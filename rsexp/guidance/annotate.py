@@ -34,7 +34,7 @@ from rsexp.guidance.annotators import (
     OpenAIAnnotator,
     Oracle,
 )
-from rsexp.guidance.frames import FrameJob, VideoFrames, VideoSource, frame_keys_of
+from rsexp.guidance.frames import FrameJob, VideoFrames, VideoSource, frame_jobs
 from rsexp.guidance.store import GuidanceStore, meta_path, select_covered
 
 
@@ -221,15 +221,12 @@ def annotate(cfg: Config, *, dry_run: bool = False, console: Console | None = No
     return summary
 
 
-def _frame_jobs(source: VideoSource, reader: VideoFrames, convention: str, positions: int):
-    return [
-        FrameJob(source.key, k, f, source.label_at(f))
-        for k, f in frame_keys_of(convention, positions, reader.length, reader.fps)
-    ]
-
-
 def _ask_all(cfg, annotator, sources, positions, journal, summary, console) -> None:
     g = cfg.guidance
+    if isinstance(annotator, OpenAIAnnotator) and g.openai.batch:
+        from rsexp.guidance.batch import ask_in_batches
+
+        return ask_in_batches(cfg, annotator, sources, positions, journal, summary, console)
     cap = g.openai.max_usd if isinstance(annotator, OpenAIAnnotator) else 0.0
     spent = journal.spent()
     columns = (
@@ -262,7 +259,7 @@ def _ask_all(cfg, annotator, sources, positions, journal, summary, console) -> N
                 reader = VideoFrames(source)
                 jobs = [
                     j
-                    for j in _frame_jobs(source, reader, g.frame_keys, positions)
+                    for j in frame_jobs(source, reader, g.frame_keys, positions)
                     if (j.video, j.key) not in journal.done
                 ]
                 for job in jobs:
@@ -345,7 +342,7 @@ def _dry_run(cfg, annotator, sources, positions, journal, out, console) -> Summa
     for source in sources:
         reader = VideoFrames(source)
         hw = reader.read([0])[0].shape[:2] if isinstance(annotator, OpenAIAnnotator) else (0, 0)
-        for job in _frame_jobs(source, reader, g.frame_keys, positions):
+        for job in frame_jobs(source, reader, g.frame_keys, positions):
             if (job.video, job.key) in journal.done:
                 continue
             summary.asked += 1
@@ -356,6 +353,8 @@ def _dry_run(cfg, annotator, sources, positions, journal, out, console) -> Summa
     summary.tokens = tokens
     if isinstance(annotator, OpenAIAnnotator):
         summary.usd = annotator.usd(*tokens)
+        if g.openai.batch:  # the Batch API's discount
+            summary.usd *= g.openai.batch_price_factor
     table = Table(title=f"rsexp guidance --dry-run ({annotator.name}): nothing sent")
     for col in ("videos", "requests", "est. input tokens", "est. output tokens", "est. USD"):
         table.add_column(col, justify="right")
@@ -370,7 +369,8 @@ def _dry_run(cfg, annotator, sources, positions, journal, out, console) -> Summa
     model = f" {g.openai.model}" if isinstance(annotator, OpenAIAnnotator) else ""
     console.print(
         f"prices{model}: ${g.openai.price_input_per_mtok}/M input, "
-        f"${g.openai.price_output_per_mtok}/M output tokens (guidance.openai.price_*); "
+        f"${g.openai.price_output_per_mtok}/M output tokens (guidance.openai.price_*)"
+        f"{f', x{g.openai.batch_price_factor:g} with the Batch API' if g.openai.batch else ''}; "
         f"{len(journal.done)} frames already in {journal.path.name}; "
         f"counted in {time.perf_counter() - t0:.1f} s"
     )

@@ -62,6 +62,14 @@ def frame_keys_of(convention: str, positions: int, length: int, fps: float) -> l
     return out
 
 
+def frame_jobs(source: VideoSource, reader: VideoFrames, convention: str, positions: int):
+    """The frames of ``source`` to annotate, as jobs."""
+    return [
+        FrameJob(source.key, k, f, source.label_at(f))
+        for k, f in frame_keys_of(convention, positions, reader.length, reader.fps)
+    ]
+
+
 class VideoFrames:
     """Opens one video and reads the frames asked for (RGB uint8 [H, W, 3])."""
 

@@ -59,49 +59,85 @@ def flat_overrides(cfg: Config) -> list[str]:
 
 
 def run_quietly(config, overrides: list[str], run_dir: str) -> dict:
-    """One run in a worker process (confirmation and paper runs), idempotent: a finished
-    run is read back, an interrupted one resumed. Returns its summary."""
+    """One run, idempotent: a finished run is read back, an interrupted one resumed.
+    Returns its summary."""
     import io
-    import signal
 
     from rich.console import Console
 
     from rsexp.experiment import run_or_resume
 
-    # Ctrl-C (passed on by the parent, see interrupt_pool) stops a run in progress; an
-    # idle pool worker ignores it and is ended by the pool's shutdown
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        cfg = load_config(config, overrides)
-        return run_or_resume(cfg, run_dir, console=Console(file=io.StringIO())).summary
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cfg = load_config(config, overrides)
+    return run_or_resume(cfg, run_dir, console=Console(file=io.StringIO())).summary
 
 
-def pool_worker_init() -> None:
-    """Initializer of the confirmation / paper pool's worker processes: their own
-    session (a terminal's Ctrl-C reaches the parent only, which passes it on once, see
-    :func:`interrupt_pool`), and gone with the parent (PDEATHSIG)."""
+def _job_main(config, overrides: list[str], run_dir: str) -> None:
+    """A job process: its own session (a terminal's Ctrl-C reaches the parent only, which
+    passes it on once), gone with the parent (PDEATHSIG); the run's folder is its result."""
     import os
-    import signal
 
-    from rsexp.experiment.interrupts import die_with_parent
+    from rsexp.experiment.interrupts import Interrupted, die_with_parent
 
     os.setsid()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # until a run starts (run_quietly)
     die_with_parent()
+    try:
+        run_quietly(config, overrides, run_dir)
+    except Interrupted:
+        raise SystemExit(130) from None
 
 
-def interrupt_pool(futures) -> None:
-    """Ctrl-C in the parent of a process pool: cancel the runs not started and pass one
-    SIGINT to each worker: a run in progress checkpoints, is marked KILLED and ends its
-    job; the pool's shutdown (leaving its ``with`` block) then waits for those jobs and
-    ends the workers, so the same command continues from the checkpoints."""
+class JobFailed(RuntimeError):
+    """A confirmation or paper run failed; names its folder and its error."""
+
+
+def run_jobs(jobs: dict, workers: int, on_done) -> dict:
+    """Run ``jobs`` (``{key: (config, overrides, run_dir)}``), each in a fresh spawned
+    process (never forked after torch ran), ``workers`` at a time; ``on_done(key,
+    summary)`` as each finishes. Returns ``{key: summary}``.
+
+    One process per run and no shared queue: a Ctrl-C (``KeyboardInterrupt`` here) is
+    passed on once to each running job, whose run checkpoints and is marked KILLED; the
+    jobs are waited for and the interrupt raised again, so the same command continues
+    from those checkpoints. A failed run raises :class:`JobFailed` after the others in
+    progress finish.
+    """
     import multiprocessing
     import os
     import signal
+    import time
 
-    for fut in futures:
-        fut.cancel()
-    for p in multiprocessing.active_children():
-        os.kill(p.pid, signal.SIGINT)
+    from rsexp.experiment.rundir import RunDir
+
+    ctx = multiprocessing.get_context("spawn")
+    todo, running, results, failed = list(jobs), {}, {}, []
+    try:
+        while todo or running:
+            while todo and len(running) < max(1, workers) and not failed:
+                key = todo.pop(0)
+                proc = ctx.Process(target=_job_main, args=jobs[key], daemon=False)
+                proc.start()
+                running[key] = proc
+            for key, proc in list(running.items()):
+                if proc.is_alive():
+                    continue
+                proc.join()
+                del running[key]
+                run_dir = RunDir(jobs[key][2])
+                summary = run_dir.summary() or {}
+                if proc.exitcode != 0 or summary.get("status") != "finished":
+                    why = summary.get("error") or f"its process exited with {proc.exitcode}"
+                    failed.append(f"{run_dir.path}: {why}")
+                    continue
+                results[key] = summary
+                on_done(key, summary)
+            if failed and not running:
+                raise JobFailed("runs failed:\n  " + "\n  ".join(failed))
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        for proc in running.values():
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGINT)
+        for proc in running.values():
+            proc.join()
+        raise
+    return results

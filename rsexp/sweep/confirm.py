@@ -8,8 +8,6 @@ pools have started can deadlock in its first parallel op.
 from __future__ import annotations
 
 import json
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import optuna
@@ -27,9 +25,7 @@ from rsexp.sweep.common import (
     PARENT_ATTR,
     SweepPaths,
     SweepStopped,
-    interrupt_pool,
-    pool_worker_init,
-    run_quietly,
+    run_jobs,
     run_tags,
 )
 from rsexp.track.parent import finish_parent_run
@@ -91,27 +87,22 @@ def confirm(
         for (key, seed), name in runs.items()
     }
     results: dict[tuple[str, int], dict] = {}
-    spawn = multiprocessing.get_context("spawn")
-    with (
-        ProcessPoolExecutor(
-            max(1, workers), mp_context=spawn, initializer=pool_worker_init
-        ) as pool,
-        Progress(console=console) as progress,
-    ):
+    with Progress(console=console) as progress:
         task = progress.add_task("confirmation runs", total=len(jobs))
-        futures = {
-            pool.submit(run_quietly, config, over, str(paths.confirm(*name))): name
-            for name, over in jobs.items()
-        }
+
+        def done(name: tuple, r: dict) -> None:
+            results[name] = r
+            shown = ", ".join(f"{k} {r[k]:.2f}" for k in ("test/top1", "val/top1") if k in r)
+            progress.console.print(f"{ROW_LABELS[name[0]]:<11} seed {name[1]}: {shown}")
+            progress.advance(task)
+
         try:
-            for fut in as_completed(futures):
-                name = futures[fut]
-                results[name] = r = fut.result()
-                shown = ", ".join(f"{k} {r[k]:.2f}" for k in ("test/top1", "val/top1") if k in r)
-                progress.console.print(f"{ROW_LABELS[name[0]]:<11} seed {name[1]}: {shown}")
-                progress.advance(task)
+            run_jobs(
+                {name: (config, over, str(paths.confirm(*name))) for name, over in jobs.items()},
+                workers,
+                done,
+            )
         except KeyboardInterrupt:
-            interrupt_pool(futures)
             console.print(
                 "[yellow]interrupted[/]: the confirmation runs in progress are checkpointed; "
                 "run the same command again to continue them"

@@ -8,8 +8,6 @@ idempotent: a finished run is read back, an interrupted one resumed.
 
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from rich.console import Console
@@ -19,7 +17,7 @@ from rsexp.config import ConfigError, load_config
 from rsexp.experiment.interrupts import Interrupted
 from rsexp.report.labels import model_name
 from rsexp.report.tables import write_comparison
-from rsexp.sweep.common import interrupt_pool, pool_worker_init, run_quietly
+from rsexp.sweep.common import run_jobs
 
 # The paper's model sizes (§3.1, Table 1), for the real datasets. TSViT: the released
 # model's widths (128-d, 4 spatial + 3 temporal layers, 8 heads); ViViT: the factorised
@@ -94,29 +92,21 @@ def paper(
                     ],
                     root / f"{row.replace('*', '-k400')}-{method}-s{seed}",
                 )
+    order = sorted(jobs, key=lambda key: SLOWEST_FIRST.index(key[0]))
     results: dict[tuple, dict] = {}
-    spawn = multiprocessing.get_context("spawn")  # never fork after torch ran
-    with (
-        ProcessPoolExecutor(
-            max(1, workers), mp_context=spawn, initializer=pool_worker_init
-        ) as pool,
-        Progress(console=console) as progress,
-    ):
+    with Progress(console=console) as progress:
         task = progress.add_task(f"paper rows on {cfg.data.name}", total=len(jobs))
-        futures = {}
-        for key in sorted(jobs, key=lambda key: SLOWEST_FIRST.index(key[0])):
-            over, run_dir = jobs[key]
-            futures[pool.submit(run_quietly, config, over, str(run_dir))] = key
+
+        def done(key: tuple, r: dict) -> None:
+            results[key] = r
+            progress.console.print(
+                f"{key[0]:<13} {key[1]:<9} seed {key[2]}: test top1 {r['test/top1']:.2f}"
+            )
+            progress.advance(task)
+
         try:
-            for fut in as_completed(futures):
-                key = futures[fut]
-                results[key] = r = fut.result()
-                progress.console.print(
-                    f"{key[0]:<13} {key[1]:<9} seed {key[2]}: test top1 {r['test/top1']:.2f}"
-                )
-                progress.advance(task)
+            run_jobs({k: (config, jobs[k][0], str(jobs[k][1])) for k in order}, workers, done)
         except KeyboardInterrupt:
-            interrupt_pool(futures)
             console.print(
                 f"[yellow]interrupted[/]: the runs in progress are checkpointed; the same "
                 f"command continues them ({len(results)} of {len(jobs)} done, in {root})"
