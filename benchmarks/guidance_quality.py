@@ -16,16 +16,13 @@ import argparse
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rs_gain import fmt, run_one  # noqa: E402
+from rs_gain import fmt, run_seeds  # noqa: E402
 
 
 def settings(guidance_dir: Path) -> dict[str, tuple[list[str], list[str]]]:
@@ -80,31 +77,14 @@ def main(argv=None) -> int:
             for old in (path, journal_path(path)):  # a fresh file for these settings
                 old.unlink(missing_ok=True)
             annotate(load_config(args.config, [*args.overrides, *make]), console=console)
-    jobs = [(name, s) for name in rows for s in args.seeds]
-    results: dict[str, list[dict]] = {name: [] for name in rows}
-    with (
-        ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool,
-        Progress(console=console) as progress,
-    ):
-        task = progress.add_task("training runs", total=len(jobs))
-        futures = {
-            pool.submit(
-                run_one,
-                args.config,
-                [*args.overrides, *rows[name][1], f"train.seed={s}"],
-                args.runs_dir,
-            ): (name, s)
-            for name, s in jobs
-        }
-        for fut in as_completed(futures):
-            name, s = futures[fut]
-            r = fut.result()
-            results[name].append(r)
-            progress.console.print(
-                f"{name:<22} seed {s}: test top1 {r['test/top1']:.2f} "
-                f"(guided {r['guidance/frac_frames']:.0%} of frames, {r['wall_s']:.0f}s)"
-            )
-            progress.advance(task)
+
+    def line(name: str, s: int, r: dict) -> str:
+        return (
+            f"{name:<22} seed {s}: test top1 {r['test/top1']:.2f} "
+            f"(guided {r['guidance/frac_frames']:.0%} of frames, {r['wall_s']:.0f}s)"
+        )
+
+    results = run_seeds(args, {name: train for name, (_, train) in rows.items()}, console, line)
     total = time.perf_counter() - t0
     table = Table(
         title=f"rsexp bench-guidance: {args.config}, {args.epochs} epochs, seeds {args.seeds}, "

@@ -34,6 +34,34 @@ def run_one(config: str, overrides: list[str], runs_dir: str) -> dict:
     return {**result.summary, "wall_s": time.perf_counter() - t0, "run_dir": str(result.run_dir)}
 
 
+def run_seeds(args, rows: dict[str, list[str]], console: Console, line) -> dict:
+    """Every row (``{name: overrides}``) over ``args.seeds``, ``args.workers`` runs at a
+    time in spawned processes; ``line(name, seed, summary)`` is printed as each ends.
+    Returns ``{name: [summaries]}``."""
+    jobs = [(name, s) for name in rows for s in args.seeds]
+    results: dict[str, list[dict]] = {name: [] for name in rows}
+    with (
+        ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool,
+        Progress(console=console) as progress,
+    ):
+        task = progress.add_task("training runs", total=len(jobs))
+        futures = {
+            pool.submit(
+                run_one,
+                args.config,
+                [*args.overrides, *rows[name], f"train.seed={s}"],
+                args.runs_dir,
+            ): (name, s)
+            for name, s in jobs
+        }
+        for fut in as_completed(futures):
+            name, s = futures[fut]
+            results[name].append(r := fut.result())
+            progress.console.print(line(name, s, r))
+            progress.advance(task)
+    return results
+
+
 def fmt(values: list[float], digits: int = 2) -> str:
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
@@ -51,33 +79,16 @@ def main(argv=None) -> int:
     split = args.split
 
     methods = {"TSViT": ["loss.lambda_s=0", "loss.lambda_t=0"], "TSViT + RS": []}
-    jobs = [(m, s) for m in methods for s in args.seeds]
-    results: dict[str, list[dict]] = {m: [] for m in methods}
     console = Console()
     t0 = time.perf_counter()
-    with (
-        ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool,
-        Progress(console=console) as progress,
-    ):
-        task = progress.add_task("training runs", total=len(jobs))
-        futures = {
-            pool.submit(
-                run_one,
-                args.config,
-                [*args.overrides, *methods[m], f"train.seed={s}"],
-                args.runs_dir,
-            ): (m, s)
-            for m, s in jobs
-        }
-        for fut in as_completed(futures):
-            m, s = futures[fut]
-            r = fut.result()
-            results[m].append(r)
-            progress.console.print(
-                f"{m:<11} seed {s}: {split} top1 {r[f'{split}/top1']:.2f}  "
-                f"({r['wall_s']:.0f}s, {r['run_dir']})"
-            )
-            progress.advance(task)
+
+    def line(m: str, s: int, r: dict) -> str:
+        return (
+            f"{m:<11} seed {s}: {split} top1 {r[f'{split}/top1']:.2f}  "
+            f"({r['wall_s']:.0f}s, {r['run_dir']})"
+        )
+
+    results = run_seeds(args, methods, console, line)
     total = time.perf_counter() - t0
 
     table = Table(title=f"rsexp bench-rs: {args.config}, seeds {args.seeds}, {split} split")

@@ -18,7 +18,7 @@ import pytest
 import torch
 from openai_server import Server, cells_reply, completion
 from PIL import Image
-from videos import make_desktop_assembly, make_ucf50, write_video
+from videos import TINY_TSVIT, make_desktop_assembly, make_ucf50, real_cfg, write_video
 
 from rsexp.cli import main
 from rsexp.config import load_config
@@ -32,19 +32,6 @@ from rsexp.guidance.store import GuidanceFormatError, GuidanceStore, key_frames,
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-test-THIS-MUST-NEVER-BE-WRITTEN"
 CLASSES = ("Biking", "Diving")
-
-
-def ucf_cfg(tmp_path, *extra):
-    return load_config(
-        ROOT / "sweeps" / "ucf50.yaml",
-        [
-            f"data.root={tmp_path / 'data'}",
-            "data.num_frames=4",
-            "data.frame_size=16",
-            "data.decode_workers=1",
-            *extra,
-        ],
-    )
 
 
 def by_class(body, frame, attempt):
@@ -79,7 +66,7 @@ def test_released_position_keys_map_to_k_times_n_over_10(tmp_path):
     }
     (base / "guidance.json").write_text(json.dumps(guidance))
     extra = ["guidance.coverage=1.0", "data.augment=false", "data.num_frames=8"]
-    cfg = ucf_cfg(tmp_path, *extra)
+    cfg = real_cfg(tmp_path, *extra)
     data = build_data(cfg)
     # all but the frames past 153 + max_frame_gap (the last key is frame 9 * 17)
     assert data.guided_frame_fraction > 0.9
@@ -94,7 +81,7 @@ def test_released_position_keys_map_to_k_times_n_over_10(tmp_path):
                 want = crop_mask(want[None], tuple(box), tuple(int(x) for x in hw), 4)[0]
             assert torch.equal(clip[t], want)
     with pytest.warns(UserWarning, match="guides only 1.% of their sampled frames"):
-        as_frames = build_data(ucf_cfg(tmp_path, *extra, "guidance.frame_keys=frame"))
+        as_frames = build_data(real_cfg(tmp_path, *extra, "guidance.frame_keys=frame"))
     assert as_frames.guided_frame_fraction < 0.25
 
 
@@ -170,11 +157,7 @@ def test_openai_guidance_then_training_end_to_end(ucf, capsys):
             "train.threads=1",
             "data.batch_size=6",
             "data.num_workers=0",
-            "model.name=tsvit",
-            "model.embed_dim=16",
-            "model.depth=1",
-            "model.temporal_depth=1",
-            "model.num_heads=2",
+            *TINY_TSVIT,
             "model.patch_size=8",
             "guidance.coverage=0.6",
             "track.backends=[mlflow]",
@@ -210,7 +193,7 @@ def test_bad_replies_are_retried_once_then_recorded(ucf):
         return 500, {"error": {"message": "boom"}}, {}  # until the retries are spent
 
     with Server(reply) as srv:
-        cfg = ucf_cfg(
+        cfg = real_cfg(
             ucf,
             f"guidance.openai.base_url={srv.url}",
             "guidance.openai.max_retries=1",
@@ -398,13 +381,13 @@ def test_batch_api_submits_polls_and_collects_at_half_price(ucf):
         "guidance.coverage=0.6",
     ]
     with Server(by_class, polls_to_finish=2) as srv:
-        summary = annotate(ucf_cfg(ucf, f"guidance.openai.base_url={srv.url}", *over))
+        summary = annotate(real_cfg(ucf, f"guidance.openai.base_url={srv.url}", *over))
         n = summary.videos * 10
         assert len(srv.batches) == -(-n // 30)  # batches of at most 30 requests
         assert all(b["status"] == "completed" for b in srv.batches.values())
         assert len(srv.requests) == n and all(r["frame"].startswith("r") for r in srv.requests)
         # run again: everything is answered, nothing is submitted
-        annotate(ucf_cfg(ucf, f"guidance.openai.base_url={srv.url}", *over))
+        annotate(real_cfg(ucf, f"guidance.openai.base_url={srv.url}", *over))
         assert len(srv.batches) == -(-n // 30) and len(srv.requests) == n
     store = GuidanceStore.load(summary.path)
     assert sum(len(f) for f in store.regions.values()) == n == summary.answered

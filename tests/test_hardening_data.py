@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from videos import make_desktop_assembly, make_ucf50, write_video
+from videos import TINY_TSVIT, make_desktop_assembly, make_ucf50, real_cfg, write_video
 
 from rsexp.cli import main
 from rsexp.config import load_config
@@ -25,19 +25,6 @@ from rsexp.track.base import safe_key
 from rsexp.track.overlay import render_overlay
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def real_cfg(tmp_path, *extra, dataset="ucf50"):
-    return load_config(
-        ROOT / "sweeps" / f"{dataset}.yaml",
-        [
-            f"data.root={tmp_path / 'data'}",
-            "data.num_frames=4",
-            "data.frame_size=16",
-            "data.decode_workers=1",
-            *extra,
-        ],
-    )
 
 
 def test_a_replaced_or_deleted_video_is_decoded_again(tmp_path):
@@ -150,11 +137,7 @@ def test_desktop_assembly_trains_with_mlflow_despite_at_in_clip_ids(tmp_path):
         "data.frame_size=16",
         "data.decode_workers=1",
         "data.num_workers=0",
-        "model.name=tsvit",
-        "model.embed_dim=16",
-        "model.depth=1",
-        "model.temporal_depth=1",
-        "model.num_heads=2",
+        *TINY_TSVIT,
         "train.epochs=2",
         "train.threads=1",
         "track.backends=[mlflow]",

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from videos import make_desktop_assembly, make_ucf50, write_video
+from videos import TINY_TSVIT, make_desktop_assembly, make_ucf50, write_video
 
 from rsexp.cli import main
 from rsexp.config import ConfigError, load_config
@@ -33,11 +33,7 @@ def small(tmp_path, *extra):
         "data.decode_workers=1",
         "data.num_workers=0",
         "data.window_stride=2",
-        "model.name=tsvit",
-        "model.embed_dim=16",
-        "model.depth=1",
-        "model.temporal_depth=1",
-        "model.num_heads=2",
+        *TINY_TSVIT,
         "train.epochs=2",
         "train.threads=1",
         *extra,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from videos import level, make_ucf50, segfault_on_boom, write_video
+from videos import level, make_ucf50, real_cfg, segfault_on_boom, write_video
 
 from rsexp.cli import main
 from rsexp.config import load_config
@@ -211,19 +211,6 @@ def test_clip_cache_resumes_and_names_failures(tmp_path, fmt):
     metas3, failures3 = cache.prepare(entries, workers=1, on_start=started.append)
     assert started[-1] == 1 and not failures3 and "bad" in metas3
     assert not (cache.root / "failures.json").exists()
-
-
-def real_cfg(tmp_path, *extra):
-    return load_config(
-        ROOT / "sweeps" / "ucf50.yaml",
-        [
-            f"data.root={tmp_path / 'data'}",
-            "data.num_frames=4",
-            "data.frame_size=16",
-            "data.decode_workers=1",
-            *extra,
-        ],
-    )
 
 
 def test_bad_video_stops_after_the_pass_keeping_the_rest_then_skip(tmp_path):

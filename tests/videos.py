@@ -85,3 +85,31 @@ def make_desktop_assembly(root: Path) -> Path:
     (base / "splits" / "test.split1.bundle").write_text("2020-03-08_desk02.txt\n")
     (base / "guidance.json").write_text(json.dumps(guidance))
     return base
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# the smallest TSViT a real-layout run trains in seconds
+TINY_TSVIT = [
+    "model.name=tsvit",
+    "model.embed_dim=16",
+    "model.depth=1",
+    "model.temporal_depth=1",
+    "model.num_heads=2",
+]
+
+
+def real_cfg(tmp_path, *extra, dataset="ucf50"):
+    """``sweeps/<dataset>.yaml`` on the generated data under ``tmp_path``, 4 frames of
+    16 px, decoded in this process."""
+    from rsexp.config import load_config
+
+    return load_config(
+        ROOT / "sweeps" / f"{dataset}.yaml",
+        [
+            f"data.root={tmp_path / 'data'}",
+            "data.num_frames=4",
+            "data.frame_size=16",
+            "data.decode_workers=1",
+            *extra,
+        ],
+    )

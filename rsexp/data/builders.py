@@ -168,16 +168,10 @@ def _window_split(entries, cache, metas, data_cfg, rule: str, ground_truth) -> S
     )
 
 
-def _build_real(name: str, data_cfg, grid: int, progress: Progress | None) -> RawSplits:
-    """A real dataset: read its index, decode both splits into the clip cache.
-
-    Training clips keep ``temporal_jitter`` candidate frames per segment at 8/7 of the
-    frame size when augmenting (random resized crops are taken from the larger frame, as
-    the usual 256 -> 224); validation clips keep the segment centres at the frame size.
-    Both splits are decoded before ``data.bad_videos`` is applied, so one pass names
-    every bad video.
-    """
-    from rsexp.data.cache import ClipCache
+def read_split(name: str, data_cfg) -> tuple:
+    """A real dataset's index with its training side split as every run splits it:
+    ``(root, index, train, val)``, the validation split carved by actor group (UCF) or
+    video, seeded (``rsexp guidance`` selects its videos from the same sides)."""
     from rsexp.data.real import INDEX_READERS, DatasetLayoutError
 
     root = Path(data_cfg.root) / name
@@ -194,6 +188,21 @@ def _build_real(name: str, data_cfg, grid: int, progress: Progress | None) -> Ra
         )
     except ValueError as e:
         raise DatasetLayoutError(f"{name} split {data_cfg.split}: {e}") from None
+    return root, index, train, val
+
+
+def _build_real(name: str, data_cfg, grid: int, progress: Progress | None) -> RawSplits:
+    """A real dataset: read its index, decode both splits into the clip cache.
+
+    Training clips keep ``temporal_jitter`` candidate frames per segment at 8/7 of the
+    frame size when augmenting (random resized crops are taken from the larger frame, as
+    the usual 256 -> 224); validation clips keep the segment centres at the frame size.
+    Both splits are decoded before ``data.bad_videos`` is applied, so one pass names
+    every bad video.
+    """
+    from rsexp.data.cache import ClipCache
+
+    root, index, train, val = read_split(name, data_cfg)
     seg = name in SEGMENTATION_DATASETS
     if data_cfg.sample == "windows" and not seg:
         raise ConfigError(
@@ -262,6 +271,7 @@ def _build_real(name: str, data_cfg, grid: int, progress: Progress | None) -> Ra
             stacklevel=2,
         )
     cache_of = {"train": "train", "val": "eval", "test": "eval"}
+    ground_truth = _ground_truth(root, index) if seg else None
     splits = {}
     for s in entries:
         if not entries[s]:
@@ -269,9 +279,7 @@ def _build_real(name: str, data_cfg, grid: int, progress: Progress | None) -> Ra
         cache, metas = caches[cache_of[s]], decoded[cache_of[s]][0]
         if cache.rate:
             rule = data_cfg.window_label if s == "train" else "centre"
-            splits[s] = _window_split(
-                entries[s], cache, metas, data_cfg, rule, _ground_truth(root, index)
-            )
+            splits[s] = _window_split(entries[s], cache, metas, data_cfg, rule, ground_truth)
         else:
             splits[s] = _cached_split(entries[s], cache, metas, T)
     for s, sp in splits.items():

@@ -10,7 +10,6 @@ starts with the evaluation.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -27,7 +26,7 @@ from rsexp.core.step import NonFiniteLossError, eval_step, train_step
 from rsexp.experiment.build import RunParts
 from rsexp.experiment.interrupts import Interrupted, deferred_interrupts
 from rsexp.experiment.reporter import Reporter
-from rsexp.experiment.rundir import RunDir
+from rsexp.experiment.rundir import RunDir, write_json_atomic
 from rsexp.track import Tracker
 from rsexp.track.local import overlay_path
 from rsexp.track.overlay import overlay_images, pick_overlay_clips, render_segmentation
@@ -234,16 +233,13 @@ class Trainer:
             windows = self.data.eval_sets[split].windows
             out = self.run_dir.path / "segmentation" / f"{split}.json"
             out.parent.mkdir(exist_ok=True)
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text(
-                json.dumps(
-                    {
-                        k: {"true": t.tolist(), "pred": p.tolist()}
-                        for k, t, p in zip(windows.keys, windows.labels, preds, strict=True)
-                    }
-                )
+            write_json_atomic(
+                out,
+                {
+                    k: {"true": t.tolist(), "pred": p.tolist()}
+                    for k, t, p in zip(windows.keys, windows.labels, preds, strict=True)
+                },
             )
-            os.replace(tmp, out)
         split = "test" if "test" in self.segmentation else "val"
         windows, preds = self.data.eval_sets[split].windows, self.segmentation[split]
         self.segmentation = {}

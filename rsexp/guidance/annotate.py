@@ -131,17 +131,11 @@ def training_sources(cfg: Config) -> tuple[list[VideoSource], Path, dict | None,
         ]
         cells = {tr.video_ids[i]: tr.cells[i] for i in keep}
         return sources, Path(g.path), cells, cfg.data.num_frames
-    from rsexp.data.builders import VAL_GROUP, _video
-    from rsexp.data.real import INDEX_READERS
+    from rsexp.data.builders import read_split
     from rsexp.data.registry import check_available
-    from rsexp.data.splits import carve_val
 
     check_available(cfg.data)
-    root = Path(cfg.data.root) / cfg.data.name
-    index = INDEX_READERS[cfg.data.name](root, cfg.data.split)
-    carved, _ = carve_val(
-        index.train, cfg.data.val_fraction, cfg.data.val_seed, VAL_GROUP.get(cfg.data.name, _video)
-    )
+    root, index, carved, _ = read_split(cfg.data.name, cfg.data)
     keys = select_covered([e.key for e in carved], g.coverage, g.seed)
     keys |= select_covered([e.key for e in index.train], g.coverage, g.seed)
     by_key: dict[str, list] = {}

@@ -8,12 +8,13 @@ that starts from pretrained weights (``timesformer*``) is its own model.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from rsexp.experiment.rundir import RunDir
 
 
 class SourceError(ValueError):
@@ -46,9 +47,11 @@ def from_runs_folder(root: str | Path) -> list[RunRecord]:
     for path in sorted(root.rglob("summary.json")):
         if "mlflow-artifacts" in path.parts or "wandb" in path.parts:
             continue  # copies logged as artifacts
-        summary = json.loads(path.read_text())
+        summary = RunDir(path.parent).summary()
         if summary.get("status") != "finished":
             continue
+        # the raw YAML, not RunDir.config(): a run written by an older rsexp may hold keys
+        # the config tree no longer has, and its tags are all a table needs
         cfg = yaml.safe_load((path.parent / "config.yaml").read_text()) or {}
         tags = {str(k): str(v) for k, v in (cfg.get("track", {}).get("tags") or {}).items()}
         pretrained = (cfg.get("model") or {}).get("pretrained", "")
@@ -95,7 +98,7 @@ def from_mlflow(uri: str) -> list[RunRecord]:
             params = run.data.params
             out.append(
                 RunRecord(
-                    run_id=params.get("run_id") or run.info.run_name or run.info.run_id,
+                    run_id=run.info.run_name or run.info.run_id,  # the run folder's name
                     dataset=t["dataset"],
                     model=_model(t["model"], t, params.get("model.pretrained", "")),
                     method=t["method"],

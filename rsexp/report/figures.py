@@ -5,7 +5,6 @@ papers (matplotlib), interactive HTML (plotly)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from rsexp.experiment.rundir import RunDir  # noqa: E402
 from rsexp.report.collect import RunRecord  # noqa: E402
 from rsexp.report.results import blocks  # noqa: E402
 
@@ -39,8 +39,7 @@ def history(record: RunRecord) -> list[dict]:
             for m in client.get_metric_history(run_id, key):
                 epochs.setdefault(m.step, {"epoch": m.step})[key] = m.value
         return [epochs[e] for e in sorted(epochs)]
-    path = Path(record.ref) / "metrics.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return RunDir(record.ref).metrics()
 
 
 def fig5(records: list[RunRecord], out: Path) -> list[Path]:

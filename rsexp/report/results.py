@@ -24,7 +24,7 @@ from pathlib import Path
 
 from rsexp.report.collect import RunRecord
 from rsexp.report.labels import model_name
-from rsexp.report.tables import COLUMNS, SEGMENTATION_COLUMNS, mean_std
+from rsexp.report.tables import COLUMNS, SEGMENTATION_COLUMNS, Cell
 
 STAGE_PREFERENCE = ("confirm", "paper", "train")
 FORMATS = ("md", "tex", "csv")
@@ -59,35 +59,6 @@ def blocks(records: list[RunRecord]) -> dict[str, dict[str, list[RunRecord]]]:
     for r in order:
         out[r.dataset].setdefault(row_label(r.model, r.method), []).append(r)
     return dict(out)
-
-
-class Cell:
-    """One table cell: mean, std, n and the change against the row's baseline."""
-
-    def __init__(self, values: list[float], base: list[float] | None, lower_better: bool):
-        self.n = len(values)
-        self.mean, self.std = mean_std(values) if values else (float("nan"), 0.0)
-        self.delta = None
-        if base and values:
-            b = mean_std(base)[0]
-            if lower_better:
-                self.delta = self.mean - b
-            elif b:
-                self.delta = 100 * (self.mean - b) / b
-        self.lower_better = lower_better
-
-    def text(self, digits: int, latex: bool, bold: bool) -> str:
-        if not self.n:
-            return "—"
-        pm = r" $\pm$ " if latex else " ± "
-        s = f"{self.mean:.{digits}f}" + (f"{pm}{self.std:.{digits}f}" if self.n > 1 else "")
-        if bold:
-            s = rf"\textbf{{{s}}}" if latex else f"**{s}**"
-        if self.delta is not None:
-            pct = r"\%" if latex else "%"
-            d = f"{self.delta:+.{digits}f}" if self.lower_better else f"{self.delta:+.2f}{pct}"
-            s += f" ({d})"
-        return s
 
 
 def table_rows(block: dict[str, list[RunRecord]], split: str, columns) -> tuple[dict, list]:
@@ -153,7 +124,7 @@ def render(
                         f"{c.mean:.6g}" if c.n else "",
                         f"{c.std:.6g}" if c.n > 1 else "",
                         str(c.n),
-                        f"{c.delta:.6g}" if c.delta is not None else "",
+                        f"{c.delta:.6g}" if c.delta is not None and c.delta == c.delta else "",
                     ]
                 else:
                     bold = c.n > 0 and bests[j] is not None and c.mean == bests[j]

@@ -41,28 +41,45 @@ def columns_of(groups: dict[str, list[dict]], split: str) -> tuple:
     return SEGMENTATION_COLUMNS if seg else COLUMNS
 
 
+class Cell:
+    """One table cell: mean, std, n and the change against the row's baseline."""
+
+    def __init__(self, values: list[float], base: list[float] | None, lower_better: bool):
+        self.n = len(values)
+        self.mean, self.std = mean_std(values) if values else (float("nan"), 0.0)
+        self.delta = None
+        if base and values:
+            b = mean_std(base)[0]
+            if lower_better:
+                self.delta = self.mean - b
+            else:  # relative; a zero baseline has none ("n/a")
+                self.delta = 100 * (self.mean - b) / b if b else float("nan")
+        self.lower_better = lower_better
+
+    def text(self, digits: int, latex: bool, bold: bool) -> str:
+        if not self.n:
+            return "—"
+        pm = r" $\pm$ " if latex else " ± "
+        s = f"{self.mean:.{digits}f}" + (f"{pm}{self.std:.{digits}f}" if self.n > 1 else "")
+        if bold:
+            s = rf"\textbf{{{s}}}" if latex else f"**{s}**"
+        if self.delta is not None:
+            pct = r"\%" if latex else "%"
+            d = f"{self.delta:+.{digits}f}" if self.lower_better else f"{self.delta:+.2f}{pct}"
+            s += f" ({'n/a' if self.delta != self.delta else d})"
+        return s
+
+
 def _cells(
     runs: list[dict], base: list[dict] | None, latex: bool, split: str, columns=COLUMNS
 ) -> list[str]:
     """mean ± std per column; against ``base``: relative change (%) for accuracies and the
     absolute change for the clip loss, as in the paper's Table 1."""
-    pm = r" $\pm$ " if latex else " ± "
     out = []
-    for metric, _, _, _, digits in columns:
+    for metric, _, arrow, _, digits in columns:
         key = f"{split}/{metric}"
-        m, s = mean_std([r[key] for r in runs])
-        # one seed has no spread to show: the value alone, never "± 0.00"
-        cell = f"{m:.{digits}f}{pm}{s:.{digits}f}" if len(runs) > 1 else f"{m:.{digits}f}"
-        if base is not None:
-            b, _ = mean_std([r[key] for r in base])
-            if metric == "clip_loss":
-                delta = f"{m - b:+.{digits}f}"
-            else:
-                delta = f"{100 * (m - b) / b:+.2f}%" if b else "n/a"
-            if latex:
-                delta = delta.replace("%", r"\%")
-            cell += f" ({delta})"
-        out.append(cell)
+        ref = [r[key] for r in base] if base is not None else None
+        out.append(Cell([r[key] for r in runs], ref, arrow == "↓").text(digits, latex, False))
     return out
 
 
