@@ -9,36 +9,18 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
-from rsexp.config import ConfigError, load_config
-from rsexp.core.checkpoint import CheckpointError
-from rsexp.core.registry import UnknownNameError
-from rsexp.core.step import NonFiniteLossError
-from rsexp.data import VideoDecodeError
-from rsexp.data.real import DatasetLayoutError
-from rsexp.experiment import Interrupted
-from rsexp.guidance.annotate import GuidanceJobError, annotate
-from rsexp.guidance.annotators import OpenAIKeyMissing
-from rsexp.guidance.store import GuidanceFormatError
-from rsexp.report.collect import SourceError
-from rsexp.sweep.common import JobFailed
-from rsexp.track import TrackingError
-
-# Errors that mean "the input is wrong" (config, data, guidance, a checkpoint, a
-# tracker): one clear line and exit 2. Anything else is a bug and keeps its traceback.
-USER_ERRORS = (
-    ConfigError,
-    FileNotFoundError,
-    FileExistsError,
-    UnknownNameError,
-    CheckpointError,
-    TrackingError,
-    DatasetLayoutError,
-    VideoDecodeError,
-    GuidanceFormatError,
-    GuidanceJobError,
-    OpenAIKeyMissing,
-    SourceError,
+from rsexp.config import load_config
+from rsexp.errors import (
+    USER_ERRORS,
+    Interrupted,
+    JobFailed,
+    NonFiniteLossError,
+    StorageError,
+    SweepStopped,
 )
+
+# Commands import what they run when they run it: ``rsexp --help`` and ``rsexp config``
+# never import torch, timm or a tracker (benchmarks/cli_start.py measures it).
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -172,9 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 console=console,
             )
         elif args.command == "sweep":
-            from rsexp.sweep.common import SweepStopped
             from rsexp.sweep.driver import sweep
-            from rsexp.sweep.study import StorageError
 
             try:
                 sweep(
@@ -210,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
 
             prepare(load_config(args.config, args.overrides), console)
         elif args.command == "guidance":
+            from rsexp.guidance.annotate import annotate
+
             summary = annotate(
                 load_config(args.config, args.overrides), dry_run=args.dry_run, console=console
             )

@@ -235,9 +235,15 @@ class TrainConfig:
     # bf16 autocast, used on CUDA only.
     amp: bool = True
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    # Steps between reads of the loss values from the device (progress bar, non-finite
+    # check): a step never waits for the GPU. 0 = auto: every step off CUDA (free
+    # there, and a non-finite loss stops before any parameter is touched), 50 on CUDA
+    # (a non-finite loss stops at the next read; the last checkpoint is untouched).
+    log_every: int = 0
 
     def __post_init__(self):
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(self.log_every >= 0, "train.log_every", "must be >= 0 (0 = auto)")
 
 
 BACKENDS = ("local", "mlflow", "wandb")

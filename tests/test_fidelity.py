@@ -82,7 +82,7 @@ def test_training_spatial_loss_averages_over_guided_frames_only():
     import rsexp.core.models  # noqa: F401
     from rsexp.core.registry import create_model
     from rsexp.core.settings import LossConfig, ModelConfig
-    from rsexp.core.step import train_step
+    from rsexp.core.step import read_sums, train_step
 
     torch.manual_seed(0)
     model = create_model(
@@ -94,12 +94,12 @@ def test_training_spatial_loss_averages_over_guided_frames_only():
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     mask = torch.zeros(2, 4, 16, dtype=torch.bool)
     batch = {"video": torch.randn(2, 4, 3, 16, 16), "label": torch.tensor([0, 1])}
-    unguided = train_step(model, {**batch, "mask": mask, "frame_valid": mask.any(-1)},
-                          opt, LossConfig(), step=0, lr=0.0)  # fmt: skip
+    unguided, = read_sums([train_step(model, {**batch, "mask": mask, "frame_valid": mask.any(-1)},
+                          opt, LossConfig(), step=0, lr=0.0)])  # fmt: skip
     assert unguided["loss/spatial"] == (0.0, 0)  # no weight in the epoch's mean
     mask[0, :3, 5] = True
-    guided = train_step(model, {**batch, "mask": mask, "frame_valid": mask.any(-1)},
-                        opt, LossConfig(), step=1, lr=0.0)  # fmt: skip
+    guided, = read_sums([train_step(model, {**batch, "mask": mask, "frame_valid": mask.any(-1)},
+                        opt, LossConfig(), step=1, lr=0.0)])  # fmt: skip
     assert guided["loss/spatial"][1] == 3 and guided["loss/spatial"][0] > 0
     assert guided["loss/ce"][1] == 2  # the other terms are per clip
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from rsexp.config import Config, flatten, to_dict
@@ -13,8 +15,20 @@ PKG = Path(__file__).resolve().parents[1] / "rsexp"
 
 # Layers in order; a module may import its own layer and those listed before it. The
 # reports read run folders (experiment) and studies (optuna), and the sweep ends by
-# writing them, so report sits below sweep.
-LAYERS = ["core", "config", "data", "guidance", "track", "experiment", "report", "sweep", "cli"]
+# writing them, so report sits below sweep. ``rsexp.errors`` holds every user-facing
+# error class (importable without torch) for the command line to catch.
+LAYERS = [
+    "core",
+    "config",
+    "errors",
+    "data",
+    "guidance",
+    "track",
+    "experiment",
+    "report",
+    "sweep",
+    "cli",
+]
 
 
 def modules() -> dict[str, Path]:
@@ -158,3 +172,26 @@ def test_every_config_key_is_read_somewhere():
         if not re.search(rf"\.{leaf}\b|[\"']{leaf}[\"']", source):
             dead.append(key)
     assert not dead, f"config keys read nowhere: {dead}"
+
+
+def test_help_and_config_import_no_torch_timm_or_tracker():
+    # what keeps `rsexp --help` and `rsexp config` under a second (benchmarks/cli_start.py
+    # times it): a command imports its heavy modules when it runs, never at start
+    code = (
+        "import sys\n"
+        "from rsexp.cli import main\n"
+        "for argv in (['config', 'loss.tau=2'], ['config', '--config', 'sweeps/ucf50.yaml']):\n"
+        "    assert main(argv) == 0\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'torch', 'timm', 'mlflow', 'wandb', 'optuna', 'decord', 'av', 'openai'})\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=PKG.parent, check=True
+    ).stdout
+    assert "tau: 2.0" in out  # the command did run
+    assert "HEAVY []" in out, out[-500:]

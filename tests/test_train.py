@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,12 +92,38 @@ def test_resume_rewrites_log_from_checkpoint(tiny, tmp_path):
     assert [m["epoch"] for m in read_metrics(r.run_dir)] == [1, 2, 3]
 
 
-def test_non_finite_loss_stops_naming_epoch_and_step(tiny):
+@pytest.mark.parametrize("log_every", [0, 3])
+def test_non_finite_loss_stops_naming_epoch_and_step(tiny, log_every):
+    # log_every=3: the values stay on the device for 3 steps (as on a GPU); the read
+    # still names the first bad step, and no checkpoint of the NaN model is written
     cfg = load_config(
-        CONFIG, [*tiny, "optim.lr=1e30", "optim.warmup_epochs=0", "optim.grad_clip=0"]
-    )
-    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step \d+/\d+"):
+        CONFIG,
+        [*tiny, "optim.lr=1e30", "optim.warmup_epochs=0", "optim.grad_clip=0",
+         f"train.log_every={log_every}"],
+    )  # fmt: skip
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step \d+/\d+ .*loss=nan"):
         train(cfg)
+    assert not list(Path(cfg.train.runs_dir).rglob("*.pt"))
+
+
+def test_reading_losses_every_few_steps_logs_the_same_numbers(tiny, tmp_path):
+    a = train(
+        load_config(CONFIG, [*tiny, "train.epochs=2", "train.runs_dir=" + str(tmp_path / "a")])
+    )
+    b = train(
+        load_config(
+            CONFIG,
+            [
+                *tiny,
+                "train.epochs=2",
+                "train.log_every=4",
+                "train.runs_dir=" + str(tmp_path / "b"),
+            ],
+        )
+    )
+    keep = ("loss/total", "loss/ce", "loss/spatial", "loss/temporal", "grad_norm", "val/top1")
+    ma, mb = read_metrics(a.run_dir), read_metrics(b.run_dir)
+    assert [{k: m[k] for k in keep} for m in ma] == [{k: m[k] for k in keep} for m in mb]
 
 
 def test_checkpoint_is_atomic_and_versioned(tmp_path):

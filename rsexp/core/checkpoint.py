@@ -9,11 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rsexp.core.errors import CheckpointError  # noqa: F401 (raised here)
+
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable or of another format version."""
 
 
 def capture_rng() -> dict:

@@ -6,12 +6,8 @@ from collections.abc import Callable
 
 from torch import nn
 
+from rsexp.core.errors import UnknownNameError  # noqa: F401 (raised here)
 from rsexp.core.settings import ModelConfig, SegmentsConfig
-
-
-class UnknownNameError(LookupError):
-    """A registry was asked for a name it does not hold; the message lists the valid ones."""
-
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 

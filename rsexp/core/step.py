@@ -10,14 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rsexp.core.errors import NonFiniteLossError  # noqa: F401 (raised here)
 from rsexp.core.losses import spatial_alignment_loss, temporal_consistency_loss
 from rsexp.core.metrics import Sums, spatial_kl_sums, topk_sums
 from rsexp.core.models.output import VideoOutput
 from rsexp.core.settings import LossConfig
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message names the terms."""
 
 
 def rs_losses(
@@ -80,14 +77,18 @@ def train_step(
     lr: float,
     grad_clip: float = 0.0,
     amp: bool = True,
+    check_finite: bool = True,
 ) -> Sums:
-    """One optimisation step. Returns named ``(sum, count)`` pairs: every loss term and
-    ``grad_norm`` weighted by the batch size, except ``loss/spatial``, weighted by the
-    number of guided frames (a batch without guidance adds nothing to its mean rather
-    than pulling it towards 0).
+    """One optimisation step. Returns named ``(sum, count)`` pairs, as 0-d tensors on
+    the model's device (the step never waits for the device; :func:`read_sums` reads
+    many steps' pairs at once): every loss term and ``grad_norm`` weighted by the batch
+    size, except ``loss/spatial``, weighted by the number of guided frames (a batch
+    without guidance adds nothing to its mean rather than pulling it towards 0).
 
     Raises:
-        NonFiniteLossError: before any parameter is touched, if a loss term is not finite.
+        NonFiniteLossError: with ``check_finite`` (one host-device sync), before any
+            parameter is touched, if a loss term is not finite. Without it the caller
+            checks the returned values (:func:`first_non_finite`) when it reads them.
     """
     device = next(model.parameters()).device
     batch = to_device(batch, device)
@@ -99,17 +100,15 @@ def train_step(
     level_grad = w.lambda_t > 0 or w.ce_on != "clip"
     with autocast(device, amp):
         out = model(batch["video"], level_grad=level_grad)
+    spatial_step = step % w.spatial_every == 0
     terms = rs_losses(
-        out,
-        batch["label"],
-        batch["mask"],
-        batch["frame_valid"],
-        w,
-        with_spatial=step % w.spatial_every == 0,
+        out, batch["label"], batch["mask"], batch["frame_valid"], w, with_spatial=spatial_step
     )
-    values = {k: float(v.detach()) for k, v in terms.items()}
-    if not all(math.isfinite(v) for v in values.values()):
-        raise NonFiniteLossError(", ".join(f"{k}={v}" for k, v in values.items()))
+    values = {k: v.detach().float() for k, v in terms.items()}
+    if check_finite:
+        bad = first_non_finite(read_sums([{k: (v, 1) for k, v in values.items()}]))
+        if bad is not None:
+            raise NonFiniteLossError(bad[1])
     optimizer.zero_grad(set_to_none=True)
     terms["loss"].backward()
     if grad_clip > 0:
@@ -121,13 +120,43 @@ def train_step(
     optimizer.step()
     B = len(batch["label"])
     sums: Sums = {k: (v * B, B) for k, v in values.items()}
-    guided = int((batch["frame_valid"] & batch["mask"].any(-1)).sum())
-    if step % w.spatial_every == 0:
+    if spatial_step:
+        guided = (batch["frame_valid"] & batch["mask"].any(-1)).sum()
         sums["loss/spatial"] = (values["loss/spatial"] * guided, guided)
     else:
         del sums["loss/spatial"]  # not computed on this step
-    sums["grad_norm"] = (float(norm) * B, B)
+    sums["grad_norm"] = (norm.detach().float() * B, B)
     return sums
+
+
+def read_sums(steps: list[Sums]) -> list[dict[str, tuple[float, float]]]:
+    """The pairs of several steps as Python numbers, in one device-to-host copy."""
+    flat = [x for sums in steps for pair in sums.values() for x in pair]
+    tensors = [x for x in flat if torch.is_tensor(x)]
+    host = (
+        iter(torch.stack([t.float().reshape(()) for t in tensors]).cpu().tolist())
+        if tensors
+        else iter(())
+    )
+    values = [next(host) if torch.is_tensor(x) else float(x) for x in flat]
+    out, i = [], 0
+    for sums in steps:
+        d = {}
+        for k in sums:
+            d[k] = (values[i], values[i + 1])
+            i += 2
+        out.append(d)
+    return out
+
+
+def first_non_finite(steps: list[dict[str, tuple[float, float]]]) -> tuple[int, str] | None:
+    """The first step (index into ``steps``, as :func:`read_sums` gives them) whose loss
+    terms are not all finite, and its terms as ``name=value``; None when all are."""
+    for i, sums in enumerate(steps):
+        terms = {k: s / n if n else s for k, (s, n) in sums.items() if k.startswith("loss")}
+        if not all(math.isfinite(v) for v in terms.values()):
+            return i, ", ".join(f"{k}={v}" for k, v in terms.items())
+    return None
 
 
 @torch.no_grad()

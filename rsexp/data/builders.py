@@ -14,6 +14,7 @@ import numpy as np
 from rsexp.config import ConfigError
 from rsexp.data.registry import REAL_DATASETS, SEGMENTATION_DATASETS, register_dataset
 from rsexp.data.splits import Progress, RawSplits, Split, carve_val
+from rsexp.errors import VideoDecodeError  # noqa: F401 (raised here)
 
 
 @register_dataset
@@ -56,10 +57,6 @@ def synthetic(data_cfg, grid: int, progress: Progress | None = None) -> RawSplit
         exact_guidance=exact,
         cache_dirs=[cache],
     )
-
-
-class VideoDecodeError(RuntimeError):
-    """Videos of a split could not be decoded; names them and where the full list is."""
 
 
 def _decode_split(name: str, split: str, entries, cache, workers: int, progress):

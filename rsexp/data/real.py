@@ -31,10 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rsexp.data.video import VIDEO_EXTENSIONS, VideoEntry
-
-
-class DatasetLayoutError(ValueError):
-    """A dataset's index files are not as released; names the file (and line)."""
+from rsexp.errors import DatasetLayoutError  # noqa: F401 (raised here)
 
 
 @dataclass

@@ -7,12 +7,9 @@ from pathlib import Path
 
 from rsexp.core.registry import UnknownNameError
 from rsexp.data.splits import Progress, RawSplits
+from rsexp.errors import DatasetNotFoundError  # noqa: F401 (raised here)
 
 _DATASETS: dict[str, Callable[..., RawSplits]] = {}
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A real dataset is not where the config says; the message says how to get it."""
 
 
 # Datasets whose videos hold several actions, labelled per frame: evaluated as action

@@ -7,9 +7,7 @@ import sys
 import threading
 from contextlib import contextmanager
 
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM: the run was checkpointed and marked KILLED."""
+from rsexp.errors import Interrupted  # noqa: F401 (raised here)
 
 
 class StopRun(Exception):

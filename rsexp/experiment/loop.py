@@ -22,7 +22,7 @@ from rsexp.config import ConfigError, to_dict
 from rsexp.core.checkpoint import capture_rng, restore_rng, save_checkpoint
 from rsexp.core.metrics import SegmentationMeter, SumMeter
 from rsexp.core.optim import lr_at
-from rsexp.core.step import NonFiniteLossError, eval_step, train_step
+from rsexp.core.step import NonFiniteLossError, eval_step, first_non_finite, read_sums, train_step
 from rsexp.experiment.build import RunParts
 from rsexp.experiment.interrupts import Interrupted, deferred_interrupts
 from rsexp.experiment.reporter import Reporter
@@ -82,6 +82,10 @@ class Trainer:
         self.segmentation: dict[str, list] = {}
         # a YAML written for a big machine (num_workers=8) runs as well on a small one
         self.num_workers = min(self.cfg.data.num_workers, len(os.sched_getaffinity(0)))
+        # steps between reads of the loss values from the device (train.log_every)
+        self.log_every = self.cfg.train.log_every or (
+            50 if self.parts.device.type == "cuda" else 1
+        )
 
     # -- checkpoints
     def state(self, epoch: int, partial: dict | None = None) -> dict:
@@ -151,12 +155,36 @@ class Trainer:
         task = progress.add_task(
             f"epoch {epoch}/{cfg.train.epochs} train", total=spe, completed=done
         )
+        # the steps' values stay on the device until read, every `log_every` steps and at
+        # the end: a step never waits for the device (on CPU the check is per step and
+        # free, and a non-finite loss stops before any parameter is touched)
+        pending: list = []
+
+        def read() -> None:
+            if not pending:
+                return
+            host = read_sums([sums for _, _, sums in pending])
+            bad = first_non_finite(host)
+            if bad is not None:
+                i, step = pending[bad[0]][:2]
+                raise NonFiniteLossError(
+                    f"non-finite loss at epoch {epoch}, step {i + 1}/{spe} "
+                    f"(global step {step}): {bad[1]}"
+                )
+            for sums in host:
+                meter.add(sums)
+            s, n = host[-1]["loss"]
+            pending.clear()
+            progress.update(
+                task, description=f"epoch {epoch}/{cfg.train.epochs} train loss {s / n:.3f}"
+            )
+
         try:
             for i, batch in enumerate(loader, start=done):
                 lr = self._lr(self.global_step)
                 with deferred_interrupts():
                     try:
-                        values = train_step(
+                        sums = train_step(
                             self.model,
                             batch,
                             self.optimizer,
@@ -165,22 +193,23 @@ class Trainer:
                             lr=lr,
                             grad_clip=cfg.optim.grad_clip,
                             amp=self.parts.amp,
+                            check_finite=self.log_every == 1,
                         )
                     except NonFiniteLossError as e:
                         raise NonFiniteLossError(
                             f"non-finite loss at epoch {epoch}, step {i + 1}/{spe} "
                             f"(global step {self.global_step}): {e}"
                         ) from None
-                    meter.add(values)
+                    pending.append((i, self.global_step, sums))
                     self.global_step += 1
-                progress.update(
-                    task,
-                    advance=1,
-                    description=f"epoch {epoch}/{cfg.train.epochs} train loss "
-                    f"{values['loss'][0] / values['loss'][1]:.3f}",
-                )
+                    if len(pending) >= self.log_every:
+                        read()
+                progress.update(task, advance=1)
+            read()
         except KeyboardInterrupt as e:
-            # the batch in flight is dropped; the finished ones are kept, exactly
+            # the batch in flight is dropped; the finished ones are kept, exactly (after
+            # the check that none of them went non-finite: a NaN model is never saved)
+            read()
             done = self.global_step - (epoch - 1) * spe
             self._save_partial(epoch, done, meter)
             reason = str(e) or "interrupted"

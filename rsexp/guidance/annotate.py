@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rsexp.config import Config
+from rsexp.errors import GuidanceJobError  # noqa: F401 (raised here)
 from rsexp.guidance.annotators import (
     SYSTEM_PROMPT,
     USER_PROMPT,
@@ -36,10 +37,6 @@ from rsexp.guidance.annotators import (
 )
 from rsexp.guidance.frames import FrameJob, VideoFrames, VideoSource, frame_jobs
 from rsexp.guidance.store import GuidanceStore, meta_path, select_covered
-
-
-class GuidanceJobError(ValueError):
-    """``rsexp guidance`` cannot start: says which setting or file and why."""
 
 
 def journal_path(out: Path) -> Path:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rsexp.errors import OpenAIKeyMissing  # noqa: F401 (raised here)
 from rsexp.guidance.frames import FrameJob, grid_image
 
 PROMPT_VERSION = "rs-grid-v1"
@@ -271,7 +272,3 @@ class OpenAIAnnotator:
         system, user = self.prompt(job.label)
         text = len(system + user + json.dumps(schema(g))) // 4 + 20
         return text + image_tokens(iw, ih, o.model), 12 + 8 * 3
-
-
-class OpenAIKeyMissing(RuntimeError):
-    """guidance.annotator=openai without OPENAI_API_KEY in the environment."""

@@ -34,12 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from rsexp.config import parse_frame_keys
+from rsexp.errors import GuidanceFormatError  # noqa: F401 (raised here)
 from rsexp.guidance.grid import cells_to_mask
-
-
-class GuidanceFormatError(ValueError):
-    """The guidance file does not follow the released format; says where."""
-
 
 Cells = tuple[tuple[int, int], ...]
 FRAME_KEYS = ("position", "frame", "fps:<r>")

@@ -14,11 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from rsexp.errors import SourceError  # noqa: F401 (raised here)
 from rsexp.experiment.rundir import RunDir
-
-
-class SourceError(ValueError):
-    """``--source`` names nothing readable; says what was expected."""
 
 
 @dataclass

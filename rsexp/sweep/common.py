@@ -7,14 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rsexp.config import Config, flatten, load_config, to_dict
+from rsexp.errors import JobFailed, SweepStopped  # noqa: F401 (raised here)
 
 PARENT_ATTR = "mlflow_parent_run_id"  # study attribute: the sweep's MLflow parent run
 STOPPED_ATTR = "stopped"  # study attribute: why the sweep stopped before its budget
-
-
-class SweepStopped(RuntimeError):
-    """The sweep ended without a result to confirm (trials failing the same way, or no
-    trial completed); says why and where the logs are."""
 
 
 @dataclass
@@ -84,10 +80,6 @@ def _job_main(config, overrides: list[str], run_dir: str) -> None:
         run_quietly(config, overrides, run_dir)
     except Interrupted:
         raise SystemExit(130) from None
-
-
-class JobFailed(RuntimeError):
-    """A confirmation or paper run failed; names its folder and its error."""
 
 
 def run_jobs(jobs: dict, workers: int, on_done) -> dict:

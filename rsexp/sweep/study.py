@@ -11,6 +11,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from rsexp.config import Config
+from rsexp.errors import StorageError  # noqa: F401 (raised here)
 
 # heartbeats, the retry callback and TPE's `group` are marked experimental in Optuna 5
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -20,10 +21,6 @@ def default_storage(cfg: Config) -> str:
     path = Path(cfg.train.runs_dir).resolve() / cfg.experiment / "optuna.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
-
-
-class StorageError(ValueError):
-    """A ``--storage`` URL that cannot work; says what to fix, create or install."""
 
 
 def _shown(url: str) -> str:

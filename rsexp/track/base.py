@@ -9,9 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class TrackingError(RuntimeError):
-    """A tracking backend cannot be reached or refused a write; says which and why."""
+from rsexp.errors import TrackingError  # noqa: F401 (raised here)
 
 
 @dataclass
