@@ -240,6 +240,10 @@ class TrainConfig:
     # there, and a non-finite loss stops before any parameter is touched), 50 on CUDA
     # (a non-finite loss stops at the next read; the last checkpoint is untouched).
     log_every: int = 0
+    # torch.compile the model (inductor; the first steps of each shape compile, about a
+    # minute on CPU). Same losses as eager within float tolerance (tests/test_train.py).
+    compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
 
     def __post_init__(self):
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")

@@ -103,6 +103,9 @@ def build_run(cfg: Config, console: Console | None = None) -> RunParts:
     device = resolve_device(cfg.train.device)
     data = build_data(cfg, console)
     model = build_model(cfg, len(data.class_names)).to(device)
+    if cfg.train.compile:
+        # in place: the state dict keeps its keys, so checkpoints load either way
+        model.compile(mode=None if cfg.train.compile_mode == "default" else cfg.train.compile_mode)
     return RunParts(
         cfg=cfg,
         device=device,
