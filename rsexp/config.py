@@ -375,6 +375,11 @@ class SweepConfig:
     # Stop the sweep when this many trials in a row fail with the same error (a bug or a
     # data problem, not a bad region of the search space); 0 = never.
     stop_after_failures: int = 3
+    # The GPU each sweep worker (and each confirmation / paper run) on this machine uses,
+    # given to it as CUDA_VISIBLE_DEVICES: "auto" = one visible GPU per worker (more
+    # workers than GPUs is an error: cards are shared only on purpose), nothing on a CPU
+    # machine; "cpu" = hide the GPUs; "0,1,1" = these ids, one per worker in order.
+    devices: str = "auto"
     space: SearchSpace = field(default_factory=SearchSpace)
 
     def __post_init__(self):

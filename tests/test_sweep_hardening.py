@@ -207,3 +207,46 @@ def test_a_failed_confirmation_or_paper_run_is_named_with_its_error(tiny, tmp_pa
     with pytest.raises(JobFailed, match=r"r-bad: ConfigError: model.pretrained"):
         run_jobs(jobs, 2, lambda key, summary: done.append((key, summary["status"])))
     assert done == [("ok", "finished")]  # the other run still finished and was reported
+
+
+def test_sweep_devices_give_each_worker_its_own_gpu():
+    from rsexp.config import ConfigError
+    from rsexp.sweep.common import worker_devices
+
+    four = ["0", "1", "2", "3"]
+    assert worker_devices("auto", 4, four) == four
+    assert worker_devices("auto", 2, ["2", "3"]) == ["2", "3"]  # inherited CUDA_VISIBLE_DEVICES
+    assert worker_devices("auto", 2, []) == [None, None]  # CPU machine: nothing set
+    assert worker_devices("cpu", 2, four) == ["", ""]
+    assert worker_devices("0,0,1", 3, four) == ["0", "0", "1"]  # shared on purpose
+    with pytest.raises(ConfigError, match=r"sweep.devices: 5 workers but 4 visible GPUs"):
+        worker_devices("auto", 5, four)
+    with pytest.raises(ConfigError, match=r"sweep.devices: GPU 7 is not visible"):
+        worker_devices("0,7", 2, four)
+    with pytest.raises(ConfigError, match=r"one per worker"):
+        worker_devices("0,1", 3, four)
+
+
+def test_sweep_workers_and_jobs_start_on_their_assigned_gpus(tiny, tmp_path, monkeypatch):
+    """Fake GPUs: the driver's workers get CUDA_VISIBLE_DEVICES 0 and 1, and two jobs in
+    flight at once (confirmation / paper runs) each run on their slot's device."""
+    import rsexp.sweep.driver as driver
+    from rsexp.sweep.common import run_jobs, worker_devices
+
+    started = []
+
+    class FakePopen:
+        def __init__(self, cmd, env, **kw):
+            started.append(env.get("CUDA_VISIBLE_DEVICES"))
+
+    monkeypatch.setattr(driver.subprocess, "Popen", FakePopen)
+    devices = worker_devices("auto", 2, ["0", "1"])
+    driver._start_workers(CONFIG, [], "s", "sqlite://", devices, tmp_path)
+    assert started == ["0", "1"]
+
+    over = [*tiny, "track.backends=[local]", "train.epochs=1"]
+    jobs = {k: (CONFIG, over, str(tmp_path / k)) for k in ("a", "b", "c")}
+    got = {}
+    run_jobs(jobs, 2, lambda key, s: got.update({key: s["cuda_visible_devices"]}), devices)
+    assert got["a"] == "0" and got["b"] == "1"  # the two first jobs, side by side
+    assert got["c"] in ("0", "1")  # the slot that freed first

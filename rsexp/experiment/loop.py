@@ -375,6 +375,9 @@ class Trainer:
             "method": cfg.method,
             "seed": cfg.train.seed,
             "num_params": self.parts.num_params,
+            "device": str(self.parts.device),
+            # the GPU a sweep worker or job was given (sweep.devices), where one was
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "epochs": len(self.history),
             "trackers": self.tracker.run_ids,
             **{k: v for k, v in last.items() if k != "epoch"},

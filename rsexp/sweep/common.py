@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from rsexp.config import Config, flatten, load_config, to_dict
+from rsexp.config import Config, ConfigError, flatten, load_config, to_dict
 from rsexp.errors import JobFailed, SweepStopped  # noqa: F401 (raised here)
 
 PARENT_ATTR = "mlflow_parent_run_id"  # study attribute: the sweep's MLflow parent run
@@ -54,6 +54,65 @@ def flat_overrides(cfg: Config) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in flat.items() if not k.startswith("sweep.")]
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may hand out, as ``CUDA_VISIBLE_DEVICES`` ids: those the
+    inherited ``CUDA_VISIBLE_DEVICES`` names, else ``0 .. n-1`` (CUDA is not
+    initialised: the count comes from NVML)."""
+    import os
+
+    import torch
+
+    n = torch.cuda.device_count()
+    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if inherited is not None:
+        return [d.strip() for d in inherited.split(",") if d.strip()][:n]
+    return [str(i) for i in range(n)]
+
+
+def worker_devices(spec: str, workers: int, gpus: list[str]) -> list[str | None]:
+    """Per worker, the ``CUDA_VISIBLE_DEVICES`` it runs with (None: inherited), from
+    ``sweep.devices`` and the visible ``gpus`` (:func:`visible_gpus`)."""
+    spec = spec.strip()
+    if spec == "cpu":
+        return [""] * workers
+    if spec == "auto":
+        if not gpus:
+            return [None] * workers  # a CPU machine
+        if workers > len(gpus):
+            raise ConfigError(
+                f"sweep.devices: {workers} workers but {len(gpus)} visible GPUs "
+                f"({','.join(gpus)}); use at most {len(gpus)} workers, or list the "
+                f"devices to share cards on purpose (e.g. sweep.devices="
+                f"{','.join(gpus[i % len(gpus)] for i in range(workers))})"
+            )
+        return gpus[:workers]
+    ids = [d.strip() for d in spec.split(",")]
+    if not all(ids):
+        raise ConfigError(f"sweep.devices: {spec!r} is not auto, cpu or GPU ids like 0,1")
+    unknown = [d for d in ids if d not in gpus]
+    if unknown:
+        raise ConfigError(
+            f"sweep.devices: GPU {','.join(unknown)} is not visible here "
+            f"(visible: {','.join(gpus) or 'none'})"
+        )
+    if len(ids) < workers:
+        raise ConfigError(
+            f"sweep.devices: {len(ids)} devices listed ({spec}) for {workers} workers; "
+            f"list one per worker"
+        )
+    return ids[:workers]
+
+
+def device_env(device: str | None) -> dict[str, str]:
+    """The environment of a worker given ``device`` (see :func:`worker_devices`)."""
+    import os
+
+    env = os.environ.copy()
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = device
+    return env
+
+
 def run_quietly(config, overrides: list[str], run_dir: str) -> dict:
     """One run, idempotent: a finished run is read back, an interrupted one resumed.
     Returns its summary."""
@@ -67,11 +126,14 @@ def run_quietly(config, overrides: list[str], run_dir: str) -> dict:
     return run_or_resume(cfg, run_dir, console=Console(file=io.StringIO())).summary
 
 
-def _job_main(config, overrides: list[str], run_dir: str) -> None:
+def _job_main(config, overrides: list[str], run_dir: str, device: str | None = None) -> None:
     """A job process: its own session (a terminal's Ctrl-C reaches the parent only, which
-    passes it on once), gone with the parent (PDEATHSIG); the run's folder is its result."""
+    passes it on once), gone with the parent (PDEATHSIG), on its own GPU (``device``, set
+    before anything touches CUDA); the run's folder is its result."""
     import os
 
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
     from rsexp.experiment.interrupts import Interrupted, die_with_parent
 
     os.setsid()
@@ -82,10 +144,12 @@ def _job_main(config, overrides: list[str], run_dir: str) -> None:
         raise SystemExit(130) from None
 
 
-def run_jobs(jobs: dict, workers: int, on_done) -> dict:
+def run_jobs(jobs: dict, workers: int, on_done, devices: list[str | None] | None = None) -> dict:
     """Run ``jobs`` (``{key: (config, overrides, run_dir)}``), each in a fresh spawned
     process (never forked after torch ran), ``workers`` at a time; ``on_done(key,
-    summary)`` as each finishes. Returns ``{key: summary}``.
+    summary)`` as each finishes. Returns ``{key: summary}``. ``devices`` (one per
+    worker slot, :func:`worker_devices`): a job runs on the device of the slot it took,
+    so two jobs never share a GPU unless the list says so.
 
     One process per run and no shared queue: a Ctrl-C (``KeyboardInterrupt`` here) is
     passed on once to each running job, whose run checkpoints and is marked KILLED; the
@@ -101,19 +165,25 @@ def run_jobs(jobs: dict, workers: int, on_done) -> dict:
     from rsexp.experiment.rundir import RunDir
 
     ctx = multiprocessing.get_context("spawn")
+    workers = max(1, workers)
+    devices = devices or [None] * workers
     todo, running, results, failed = list(jobs), {}, {}, []
+    free, slot_of = list(range(workers)), {}
     try:
         while todo or running:
-            while todo and len(running) < max(1, workers) and not failed:
-                key = todo.pop(0)
-                proc = ctx.Process(target=_job_main, args=jobs[key], daemon=False)
+            while todo and free and not failed:
+                key, slot = todo.pop(0), free.pop(0)
+                proc = ctx.Process(
+                    target=_job_main, args=(*jobs[key], devices[slot]), daemon=False
+                )
                 proc.start()
-                running[key] = proc
+                running[key], slot_of[key] = proc, slot
             for key, proc in list(running.items()):
                 if proc.is_alive():
                     continue
                 proc.join()
                 del running[key]
+                free.append(slot_of.pop(key))
                 run_dir = RunDir(jobs[key][2])
                 summary = run_dir.summary() or {}
                 if proc.exitcode != 0 or summary.get("status") != "finished":

@@ -55,9 +55,12 @@ def confirm(
     config,
     study: optuna.Study,
     paths: SweepPaths,
-    workers: int,
+    devices: list[str | None],
     console: Console,
 ) -> dict:
+    """The confirmation runs of the best trial (one per worker slot of ``devices``,
+    each on its slot's GPU), then the tables, figures and the parent run's close."""
+    workers = len(devices)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials()):
         reasons = sorted({t.user_attrs.get("fail_reason", "") for t in study.get_trials()} - {""})
         raise SweepStopped(
@@ -101,6 +104,7 @@ def confirm(
                 {name: (config, over, str(paths.confirm(*name))) for name, over in jobs.items()},
                 workers,
                 done,
+                devices,
             )
         except KeyboardInterrupt:
             console.print(

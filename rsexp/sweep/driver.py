@@ -10,7 +10,6 @@ trial re-run after its worker died continues the dead trial's run from its check
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -32,8 +31,11 @@ from rsexp.sweep.common import (
     PARENT_ATTR,
     STOPPED_ATTR,
     SweepStopped,
+    device_env,
     sweep_paths,
     trial_epochs,
+    visible_gpus,
+    worker_devices,
 )
 from rsexp.sweep.confirm import confirm
 from rsexp.sweep.study import (
@@ -91,9 +93,10 @@ def _parent_run(cfg: Config, study: optuna.Study) -> str | None:
     return ref
 
 
-def _start_workers(config, overrides, study_name, storage_url, workers, root) -> list:
-    procs = []
-    for i in range(workers):
+def _start_workers(config, overrides, study_name, storage_url, devices, root) -> list:
+    """One ``rsexp sweep-worker`` process per entry of ``devices`` (its GPU)."""
+    procs, workers = [], len(devices)
+    for i, device in enumerate(devices):
         log = open(root / f"worker-{i}.log", "a")
         cmd = [
             sys.executable,
@@ -113,7 +116,7 @@ def _start_workers(config, overrides, study_name, storage_url, workers, root) ->
                 [*cmd, *overrides, *threads],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=os.environ.copy(),
+                env=device_env(device),
                 start_new_session=True,  # Ctrl-C reaches the driver, which passes it on
                 preexec_fn=die_with_parent,
             )
@@ -146,6 +149,7 @@ def sweep(
             f"sweep.objective: {cfg.sweep.objective} needs a validation split, but "
             f"data.val_fraction is 0; the test split never chooses"
         )
+    devices = worker_devices(cfg.sweep.devices, workers, visible_gpus())
     # Check the data is there, read the index, decode the clip cache and load the guidance
     # once, here: the workers start on a warm cache and a data problem (missing data
     # first) stops the sweep before anything is created.
@@ -169,16 +173,19 @@ def sweep(
     console.rule(f"[bold]rsexp sweep[/] {study_name} ({escape(redact_text(storage_url))})")
     if requeued:
         console.print(f"re-running interrupted trials {requeued} from their checkpoints")
+    if any(d is not None for d in devices):
+        shown = ", ".join(f"{i}: {d or 'cpu'}" for i, d in enumerate(devices))
+        console.print(f"workers and their GPUs (CUDA_VISIBLE_DEVICES): {shown}")
 
     try:
-        _run_trials(cfg, config, overrides, study, storage_url, workers, paths, console)
+        _run_trials(cfg, config, overrides, study, storage_url, devices, paths, console)
         if study.user_attrs.get(STOPPED_ATTR):
             raise SweepStopped(
                 f"sweep {study_name} stopped before its budget: "
                 f"{study.user_attrs[STOPPED_ATTR]}. Fix the cause and run the same command "
                 f"again to continue (worker logs: {paths.root}/worker-<i>.log)"
             )
-        return confirm(cfg, overrides, config, study, paths, workers, console)
+        return confirm(cfg, overrides, config, study, paths, devices, console)
     except KeyboardInterrupt:
         _close_parent(cfg, study, "KILLED")
         raise
@@ -197,7 +204,7 @@ def _close_parent(cfg: Config, study: optuna.Study, status: str) -> None:
     )
 
 
-def _run_trials(cfg, config, overrides, study, storage_url, workers, paths, console) -> None:
+def _run_trials(cfg, config, overrides, study, storage_url, devices, paths, console) -> None:
     """Start workers until the whole budget is COMPLETE, PRUNED or FAIL.
 
     A trial still RUNNING that no worker of this driver owns (a worker on another
@@ -239,7 +246,7 @@ def _run_trials(cfg, config, overrides, study, storage_url, workers, paths, cons
                 return
             if budget_used(study) < budget or waiting(study):
                 procs = _start_workers(
-                    config, overrides, study.study_name, storage_url, workers, paths.root
+                    config, overrides, study.study_name, storage_url, devices, paths.root
                 )
                 while any(p.poll() is None for p in procs):
                     pass_on(received)

@@ -17,7 +17,7 @@ from rsexp.config import ConfigError, load_config
 from rsexp.experiment.interrupts import Interrupted
 from rsexp.report.labels import model_name
 from rsexp.report.tables import write_comparison
-from rsexp.sweep.common import run_jobs
+from rsexp.sweep.common import run_jobs, visible_gpus, worker_devices
 
 # The paper's model sizes (§3.1, Table 1), for the real datasets. TSViT: the released
 # model's widths (128-d, 4 spatial + 3 temporal layers, 8 heads); ViViT: the factorised
@@ -69,6 +69,7 @@ def paper(
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         raise ConfigError(f"--models: unknown rows {unknown}; valid: {', '.join(ROWS)}")
+    devices = worker_devices(cfg.sweep.devices, workers, visible_gpus())  # one GPU per job
     if "timesformer*" in rows and not checkpoint:
         console.print(
             "[yellow]skipping TimeSformer*[/]: it starts from Kinetics-400 weights; give "
@@ -105,7 +106,9 @@ def paper(
             progress.advance(task)
 
         try:
-            run_jobs({k: (config, jobs[k][0], str(jobs[k][1])) for k in order}, workers, done)
+            run_jobs(
+                {k: (config, jobs[k][0], str(jobs[k][1])) for k in order}, workers, done, devices
+            )
         except KeyboardInterrupt:
             console.print(
                 f"[yellow]interrupted[/]: the runs in progress are checkpointed; the same "
