@@ -4,6 +4,7 @@ config."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rich.console import Console
@@ -23,6 +24,24 @@ from rsexp.errors import (
 # never import torch, timm or a tracker (benchmarks/cli_start.py measures it).
 
 
+NPROC_HELP = (
+    "train this one run on N processes of this machine (DistributedDataParallel, one GPU "
+    "each; gloo on CPU); several machines: run torchrun ... -m rsexp.cli train yourself"
+)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rsexp", description="Reasoning Supervision experiments")
     sub = p.add_subparsers(dest="command", required=True)
@@ -37,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         help="stop (checkpointed) after this epoch; continue with rsexp resume",
     )
     t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. loss.tau=0.5")
+    t.add_argument("--nproc", type=int, default=1, help=NPROC_HELP)
 
     r = sub.add_parser("resume", help="continue a run from its last checkpoint")
     r.add_argument("run", help="run folder or run id")
@@ -51,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", help="e.g. train.runs_dir=/scratch/runs")
     r.add_argument("--until-epoch", type=int, default=None)
     r.add_argument("--epochs", type=int, default=None, help="extend the run to this many epochs")
+    r.add_argument("--nproc", type=int, default=1, help=NPROC_HELP)
 
     sw = sub.add_parser("sweep", help="Optuna sweep, then confirmation runs and tables")
     sw.add_argument("--config", "-c", default=None, help="sweeps/<dataset>.yaml")
@@ -131,9 +152,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     console = Console()
     err = Console(stderr=True)
+    if getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ:
+        from rsexp.experiment.distributed import launch
+
+        console.print(f"[bold]torchrun[/]: {args.nproc} processes on this machine, one run")
+        return launch(args.nproc, _without_nproc(argv))
     try:
         if args.command == "train":
             from rsexp.experiment import train

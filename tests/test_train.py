@@ -183,3 +183,34 @@ def test_compiled_model_trains_to_the_same_losses_as_eager(tiny, tmp_path):
             assert a[k][0] == pytest.approx(b[k][0], rel=1e-4, abs=1e-5), k
     for p, q in zip(eager.parameters(), parts.model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-5)
+
+
+def test_two_processes_train_one_run_equal_to_one_process(tiny, tmp_path):
+    """rsexp train --nproc 2 (torchrun, gloo): the same global batch gives the single
+    process's numbers; one run folder and one tracked MLflow run; the distributed resume
+    (from an --until-epoch stop) continues it."""
+    import mlflow
+
+    over = [*tiny, "train.epochs=2"]
+    one = train(load_config(CONFIG, [*over, f"train.runs_dir={tmp_path / 'one'}"]))
+    runs = tmp_path / "two"
+    run_dir = runs / "synthetic" / "ddp"
+    args = ["-c", CONFIG, *over, f"train.runs_dir={runs}", "--nproc", "2"]
+    assert main(["train", *args, "--run-dir", str(run_dir), "--until-epoch", "1"]) == 0
+    assert main(["resume", str(run_dir), "--nproc", "2"]) == 0
+    keys = ("loss/total", "loss/ce", "loss/spatial", "loss/temporal", "grad_norm",
+            "val/top1", "val/clip_loss", "val/loss_spatial", "test/top1", "test/clip_loss")  # fmt: skip
+    ref, got = read_metrics(one.run_dir), read_metrics(run_dir)
+    assert [m["epoch"] for m in got] == [1, 2]
+    for a, b in zip(ref, got, strict=True):
+        for k in keys:
+            if k in a:
+                assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-5), (a["epoch"], k)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["processes"] == 2
+    assert [p.name for p in (runs / "synthetic").iterdir()] == ["ddp"]  # rank 1 wrote none
+    client = mlflow.MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("synthetic")
+    tracked = client.search_runs([exp.experiment_id])
+    assert len(tracked) == 1 and tracked[0].info.status == "FINISHED"
+    assert tracked[0].data.metrics["loss/total"] == pytest.approx(got[-1]["loss/total"])

@@ -7,7 +7,7 @@ share; the pieces are exposed for tests and benchmarks that need only one.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from rsexp.config import Config, ConfigError
 from rsexp.core.models import load_pretrained
 from rsexp.core.optim import param_groups
 from rsexp.core.registry import create_model
+from rsexp.experiment.distributed import Dist, main_first
 from rsexp.experiment.inputs import Data, build_data
 
 
@@ -88,20 +89,27 @@ class RunParts:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     schedule: Schedule
+    dist: Dist = field(default_factory=Dist)  # this process's rank (one run, N processes)
 
     @property
     def num_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
 
-def build_run(cfg: Config, console: Console | None = None) -> RunParts:
+def build_run(cfg: Config, console: Console | None = None, dist: Dist | None = None) -> RunParts:
     """Threads and seed, device, data (decoding the clip cache if needed), model,
-    optimiser and schedule, in that order (the order fixes what the seed draws)."""
+    optimiser and schedule, in that order (the order fixes what the seed draws). In a
+    distributed run rank 0 builds the data first (the others find the cache warm), each
+    rank takes its local GPU, and every rank draws the same initial weights."""
+    dist = dist or Dist()
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
-    data = build_data(cfg, console)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    with main_first(dist):
+        data = build_data(cfg, console)
     model = build_model(cfg, len(data.class_names)).to(device)
     if cfg.train.compile:
         # in place: the state dict keeps its keys, so checkpoints load either way
@@ -114,4 +122,5 @@ def build_run(cfg: Config, console: Console | None = None) -> RunParts:
         model=model,
         optimizer=build_optimizer(cfg, model),
         schedule=Schedule.of(cfg, len(data.train)),
+        dist=dist,
     )

@@ -23,6 +23,7 @@ from rsexp.core.checkpoint import capture_rng, restore_rng, save_checkpoint
 from rsexp.core.metrics import SegmentationMeter, SumMeter
 from rsexp.core.optim import lr_at
 from rsexp.core.step import NonFiniteLossError, eval_step, first_non_finite, read_sums, train_step
+from rsexp.experiment import distributed
 from rsexp.experiment.build import RunParts
 from rsexp.experiment.interrupts import Interrupted, deferred_interrupts
 from rsexp.experiment.reporter import Reporter
@@ -86,6 +87,17 @@ class Trainer:
         self.log_every = self.cfg.train.log_every or (
             50 if self.parts.device.type == "cuda" else 1
         )
+        # one run on several processes: the step runs the DDP wrapper; rank 0 alone
+        # writes checkpoints and images (rsexp.experiment.distributed)
+        self.dist = parts.dist
+        lc = self.cfg.loss
+        self.train_model = distributed.wrap(
+            self.model, self.dist, find_unused=lc.lambda_t == 0 and lc.ce_on == "clip"
+        )
+        if self.dist.enabled:
+            distributed.check_batches(
+                len(self.data.train), self.cfg.data.batch_size, self.dist.world
+            )
 
     # -- checkpoints
     def state(self, epoch: int, partial: dict | None = None) -> dict:
@@ -122,6 +134,8 @@ class Trainer:
         return lr_at(step, s.total_steps, s.warmup_steps, o.lr, o.min_lr_ratio)
 
     def _save_partial(self, epoch: int, done: int, meter: SumMeter) -> None:
+        if not self.dist.is_main:
+            return
         partial = {"epoch": epoch, "batches_done": done, "sums": meter.sums, "count": meter.count}
         self.run_dir.save_last(self.state(epoch - 1, partial))
 
@@ -144,8 +158,8 @@ class Trainer:
             return meter
         loader = DataLoader(
             self.data.train,
-            batch_size=cfg.data.batch_size,
-            sampler=order[done * cfg.data.batch_size :],
+            # the single-process batches, in order; a rank takes every world-th clip
+            batch_sampler=distributed.rank_batches(order, cfg.data.batch_size, done, self.dist),
             num_workers=self.num_workers,
             # its own generator: a DataLoader otherwise draws its worker seed from the
             # global RNG, which would shift dropout after a mid-epoch resume
@@ -160,10 +174,18 @@ class Trainer:
         # free, and a non-finite loss stops before any parameter is touched)
         pending: list = []
 
-        def read() -> None:
+        def read(collective: bool = True) -> None:
             if not pending:
                 return
             host = read_sums([sums for _, _, sums in pending])
+            if self.dist.enabled and collective:  # whole-batch sums, the same on every rank
+                flat = distributed.sum_across(
+                    [x for h in host for pair in h.values() for x in pair],
+                    self.dist,
+                    self.parts.device,
+                )
+                it = iter(flat)
+                host = [{k: (next(it), next(it)) for k in h} for h in host]
             bad = first_non_finite(host)
             if bad is not None:
                 i, step = pending[bad[0]][:2]
@@ -185,7 +207,7 @@ class Trainer:
                 with deferred_interrupts():
                     try:
                         sums = train_step(
-                            self.model,
+                            self.train_model,
                             batch,
                             self.optimizer,
                             cfg.loss,
@@ -193,7 +215,9 @@ class Trainer:
                             lr=lr,
                             grad_clip=cfg.optim.grad_clip,
                             amp=self.parts.amp,
-                            check_finite=self.log_every == 1,
+                            # several processes: the (collective) read checks, so that
+                            # every rank stops at the same step
+                            check_finite=self.log_every == 1 and not self.dist.enabled,
                         )
                     except NonFiniteLossError as e:
                         raise NonFiniteLossError(
@@ -208,8 +232,10 @@ class Trainer:
             read()
         except KeyboardInterrupt as e:
             # the batch in flight is dropped; the finished ones are kept, exactly (after
-            # the check that none of them went non-finite: a NaN model is never saved)
-            read()
+            # the check that none of them went non-finite: a NaN model is never saved).
+            # Several processes: no collective here (another rank may be gone); steps not
+            # yet read count rank 0's share in the logged means (the weights are exact)
+            read(collective=False)
             done = self.global_step - (epoch - 1) * spe
             self._save_partial(epoch, done, meter)
             reason = str(e) or "interrupted"
@@ -221,15 +247,20 @@ class Trainer:
     def evaluate(self, split: str = "val", progress: Progress | None = None) -> dict[str, float]:
         """``<split>/*`` over the whole ``val`` or ``test`` split, from summed counts."""
         cfg = self.cfg
+        dataset, windows = self.data.eval_sets[split], self.data.eval_sets[split].windows
+        if self.dist.enabled and windows is None:  # each rank a share; the sums are added
+            dataset = torch.utils.data.Subset(
+                dataset, range(self.dist.rank, len(dataset), self.dist.world)
+            )
         loader = DataLoader(
-            self.data.eval_sets[split],
+            dataset,
             batch_size=cfg.data.batch_size,
             shuffle=False,
             num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(0),
         )
         task = progress.add_task(split, total=len(loader)) if progress else None
-        meter, windows = SumMeter(), loader.dataset.windows
+        meter = SumMeter()
         logits = []  # window logits, for frame-wise prediction (action segmentation)
         for batch in loader:
             out = eval_step(self.model, batch, cfg.loss, amp=self.parts.amp)
@@ -240,6 +271,10 @@ class Trainer:
                 progress.update(task, advance=1)
         if progress:
             progress.remove_task(task)
+        if self.dist.enabled and windows is None:
+            shards, meter = distributed.gather((meter.sums, meter.count), self.dist), SumMeter()
+            for sums, count in shards:
+                meter.add({k: (sums[k], count[k]) for k in sums})
         means = meter.means()
         means.setdefault("loss_spatial", 0.0)  # no guided frame in the split
         if windows is not None:  # top1/top5/clip_loss above are per window
@@ -316,8 +351,11 @@ class Trainer:
             # the test split is evaluated once, at the end: reported, never chosen on
             if self.data.test is not None and epoch == self.cfg.train.epochs:
                 record.update(self.evaluate("test", progress))
-            images = self.render_overlays(epoch)
-            images.update(self.segmentation_figure(epoch))
+            images = {}
+            if self.dist.is_main:  # images and files: rank 0 only
+                images = self.render_overlays(epoch)
+                images.update(self.segmentation_figure(epoch))
+            self.segmentation = {}
         except KeyboardInterrupt as e:
             # keep the finished training pass: the resume starts with the evaluation
             self._save_partial(epoch, self.schedule.steps_per_epoch, meter)
@@ -337,13 +375,14 @@ class Trainer:
             )
             if improved:
                 self.best = record
-            state = self.state(epoch)
+            state = self.state(epoch) if self.dist.is_main else None
             # best first: if the disk fills between the two, last.pt still names the
             # previous epoch and the resume redoes this one, so summary.json never names
             # a best epoch whose checkpoint is missing
-            if improved:
+            if improved and state is not None:
                 save_checkpoint(self.run_dir.best_checkpoint, state)
-            self.run_dir.save_last(state)
+            if state is not None:
+                self.run_dir.save_last(state)
             self.tracker.log_epoch(record, images)
         return record
 
@@ -376,6 +415,7 @@ class Trainer:
             "seed": cfg.train.seed,
             "num_params": self.parts.num_params,
             "device": str(self.parts.device),
+            "processes": self.dist.world,  # one run on several (--nproc / torchrun)
             # the GPU a sweep worker or job was given (sweep.devices), where one was
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "epochs": len(self.history),

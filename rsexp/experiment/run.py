@@ -10,8 +10,10 @@ given the epochs it lacks] -> header and params -> epochs. However a run ends, i
 
 from __future__ import annotations
 
+import io
 import json
 import secrets
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rsexp.config import Config, ConfigError, flatten, from_dict, to_dict
+from rsexp.experiment import distributed
 from rsexp.experiment.build import build_run
 from rsexp.experiment.interrupts import Interrupted, StopRun, sigterm_as_interrupt
 from rsexp.experiment.loop import Trainer
@@ -78,20 +81,32 @@ def _params(trainer: Trainer) -> dict[str, str]:
 
 
 def _setup(
-    cfg: Config, rd: RunDir, console: Console | None, on_epoch, resumed: bool
+    cfg: Config,
+    rd: RunDir,
+    console: Console | None,
+    on_epoch,
+    resumed: bool,
+    d: distributed.Dist,
+    source: RunDir | None = None,
 ) -> tuple[Trainer, dict]:
+    """``rd``: where this process writes (a scratch folder on ranks other than 0);
+    ``source``: the run folder a resume reads (``rd`` by default)."""
+    source = source or rd
+    if not d.is_main:  # quiet, and mirrored nowhere: rank 0 prints and tracks
+        console = Console(file=io.StringIO())
+        cfg = replace(cfg, track=replace(cfg.track, backends=()))
     reporter = Reporter(console)
     state = None
-    if resumed and rd.has_checkpoint():
+    if resumed and source.has_checkpoint():
         # read (and check) the checkpoint before touching any tracked run: a bad one
         # must not flip a FINISHED run back to RUNNING
-        state, note = rd.load_state()
+        state, note = source.load_state()
         if note:
             reporter.console.print(f"[yellow]{escape(note)}[/]")
     tracker = Tracker(cfg.track, rd.path, cfg.train.runs_dir, reporter.console)
     tracker.start(rd.name, cfg.experiment, _tags(cfg))
     try:
-        parts = build_run(cfg, reporter.console)
+        parts = build_run(cfg, reporter.console, d)
         if not resumed:
             rd.write_splits(parts.data.split_ids(), cfg.data)
         trainer = Trainer(parts, rd, tracker, reporter, on_epoch)
@@ -168,24 +183,42 @@ def train(
     console: Console | None = None,
     on_epoch=None,
 ) -> RunResult:
-    """Train ``cfg`` in a new run folder (``runs/<experiment>/<run_id>/`` by default)."""
+    """Train ``cfg`` in a new run folder (``runs/<experiment>/<run_id>/`` by default).
+    Under torchrun, one run on every process (:mod:`rsexp.experiment.distributed`)."""
     cfg = safe_config(cfg)
-    if run_dir is None:
-        runs = Path(cfg.train.runs_dir)
-        if runs.exists() and not runs.is_dir():
-            raise ConfigError(f"train.runs_dir: {runs} is not a folder")
-        run_dir = runs / cfg.experiment / new_run_id(cfg)
-    rd = RunDir(run_dir)
-    if rd.has_checkpoint():
-        raise FileExistsError(f"{rd.path} already holds a run; use rsexp resume {rd.path}")
+    with _processes(cfg) as (d, own):
+        if run_dir is None:
+            runs = Path(cfg.train.runs_dir)
+            if runs.exists() and not runs.is_dir():
+                raise ConfigError(f"train.runs_dir: {runs} is not a folder")
+            run_dir = distributed.broadcast(runs / cfg.experiment / new_run_id(cfg), d)
+        rd = RunDir(run_dir)
+        if rd.has_checkpoint():
+            raise FileExistsError(f"{rd.path} already holds a run; use rsexp resume {rd.path}")
+        mine = own(rd)
+        try:
+            mine.save_config(cfg)
+        except OSError as e:
+            raise ConfigError(
+                f"train.runs_dir: cannot write the run folder {rd.path}: {e.strerror or e}"
+            ) from None
+        trainer, _ = _setup(cfg, mine, console, on_epoch, resumed=False, d=d)
+        return _execute(trainer, until_epoch)
+
+
+@contextmanager
+def _processes(cfg: Config):
+    """This process's rank, and ``own(rd)``: the folder it writes (``rd`` on rank 0, a
+    scratch folder elsewhere, removed at the end); the process group is left at the end.
+    """
+    d = distributed.init(cfg.train.device)
+    scratch = None if d.is_main else distributed.scratch_dir(d)
     try:
-        rd.save_config(cfg)
-    except OSError as e:
-        raise ConfigError(
-            f"train.runs_dir: cannot write the run folder {rd.path}: {e.strerror or e}"
-        ) from None
-    trainer, _ = _setup(cfg, rd, console, on_epoch, resumed=False)
-    return _execute(trainer, until_epoch)
+        yield d, (lambda rd: rd if scratch is None else RunDir(scratch))
+    finally:
+        if scratch is not None:
+            distributed.remove_scratch(scratch)
+        distributed.finish(d)
 
 
 def resume(
@@ -210,12 +243,15 @@ def resume(
         )
     if epochs is not None:
         cfg = replace(cfg, train=replace(cfg.train, epochs=epochs))
-        rd.save_config(cfg)
-    trainer, filled = _setup(cfg, rd, console, on_epoch, resumed=True)
-    if epochs is not None:  # a longer schedule: recompute its step counts
-        trainer.schedule.total_steps = trainer.schedule.steps_per_epoch * cfg.train.epochs
-    trainer.reporter.resumed(trainer.start_epoch, trainer.partial, trainer.global_step, filled)
-    return _execute(trainer, until_epoch)
+    with _processes(cfg) as (d, own):
+        mine = own(rd)
+        if epochs is not None:
+            mine.save_config(cfg)
+        trainer, filled = _setup(cfg, mine, console, on_epoch, resumed=True, d=d, source=rd)
+        if epochs is not None:  # a longer schedule: recompute its step counts
+            trainer.schedule.total_steps = trainer.schedule.steps_per_epoch * cfg.train.epochs
+        trainer.reporter.resumed(trainer.start_epoch, trainer.partial, trainer.global_step, filled)
+        return _execute(trainer, until_epoch)
 
 
 def run_or_resume(cfg: Config, run_dir: str | Path, console: Console | None = None, on_epoch=None):
