@@ -20,7 +20,7 @@ MODELS ?= tsvit,vivit,timesformer,timesformer*
 SEEDS ?= 3
 CHECKPOINT ?=
 
-.PHONY: setup train resume sweep paper guidance tables figures dashboard prepare test lint format bench-rs bench-guidance bench-segmentation bench-track bench-decode clean
+.PHONY: setup train resume sweep paper guidance tables figures dashboard wandb-dashboard prepare test lint format bench bench-rs bench-guidance bench-segmentation bench-track bench-decode clean
 
 setup: $(VENV)/.installed
 
@@ -52,6 +52,9 @@ figures: setup
 dashboard: setup
 	$(BIN)/python dashboards/serve.py --dataset $(DATASET) $(if $(STORAGE),--storage $(STORAGE)) $(ARGS)
 
+wandb-dashboard: setup
+	$(BIN)/python dashboards/wandb_dashboard.py $(ARGS)
+
 prepare: setup
 	$(BIN)/rsexp prepare --config $(CONFIG) $(ARGS)
 
@@ -67,6 +70,9 @@ lint: setup
 
 format: setup
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+bench: setup
+	$(BIN)/python benchmarks/suite.py $(ARGS)
 
 bench-rs: setup
 	$(BIN)/python benchmarks/rs_gain.py $(ARGS)

@@ -82,3 +82,54 @@ def test_dashboard_serves_mlflow_and_optuna_and_stops_on_ctrl_c(tmp_path):
     for port in ports:  # both servers are gone
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_wandb_workspace_spec_names_only_keys_a_real_run_records(tiny, tmp_path, monkeypatch):
+    """make wandb-dashboard offline: the workspace and report spec as JSON; every metric,
+    config and media key a panel names is one a real (offline W&B) run recorded, so a
+    renamed metric fails here, not in the dashboard."""
+    import importlib.util
+
+    from rsexp.config import load_config
+    from rsexp.experiment import train
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", os.devnull)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = load_config(
+        ROOT / "sweeps" / "synthetic.yaml",
+        [*tiny, "track.backends=[wandb]", "track.overlays.num_clips=2"],
+    )
+    run = train(cfg).run_dir
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "table1.md").write_text("| Method | Top-1 |\n|---|---|\n| TSViT + RS | 80.00 |\n")
+    spec_path = ROOT / "dashboards" / "wandb_dashboard.py"
+    mod_spec = importlib.util.spec_from_file_location("wandb_dashboard", spec_path)
+    dash = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(dash)
+    out = tmp_path / "spec.json"
+    argv = ["--runs", str(tmp_path / "runs"), "--tables", str(reports), "--out", str(out)]
+    assert dash.main(argv) == 0  # not logged in: the spec, not an upload
+    spec = json.loads(out.read_text())
+
+    metrics = {k for line in (run / "metrics.jsonl").read_text().splitlines()
+               for k in json.loads(line)}  # fmt: skip
+    params = set(json.loads((run / "params.json").read_text()))
+    overlays = {f"overlay/{p.name}" for p in (run / "overlays").iterdir()}
+    (offline,) = (run / "wandb").glob("offline-run-*")
+    (history,) = offline.glob("run-*.wandb")
+    raw = history.read_bytes()
+    keys = spec["keys"]
+    assert set(keys["metrics"]) <= metrics, set(keys["metrics"]) - metrics
+    assert set(keys["config"]) <= params, set(keys["config"]) - params
+    assert set(keys["media"]) == overlays and len(overlays) == 2
+    for k in [*keys["metrics"], *keys["config"], *keys["media"]]:
+        assert k.encode() in raw, k  # and W&B received it under that name
+    types = {p["type"] for s in spec["workspace"]["sections"] for p in s["panels"]}
+    assert {"LinePlot", "MediaBrowser", "ParallelCoordinatesPlot",
+            "ParameterImportancePlot"} <= types  # fmt: skip
+    names = [s["name"] for s in spec["workspace"]["sections"]]
+    assert names[0] == "Fig. 5: losses by epoch" and "Sweep" in names
+    blocks = spec["report"]["blocks"]
+    assert any("TSViT + RS | 80.00" in b.get("text", "") for b in blocks)

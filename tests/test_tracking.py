@@ -20,7 +20,7 @@ from rsexp.track import TrackingError
 from rsexp.track.local import read_metrics
 
 CONFIG = "sweeps/synthetic.yaml"
-TIME_KEYS = ("time/epoch_s", "time/clips_per_s")
+TIME_KEYS = ("time/epoch_s", "time/clips_per_s", "time/data_wait_frac")
 EPOCH_KEYS = [
     "loss/total",
     "loss/ce",
@@ -33,6 +33,7 @@ EPOCH_KEYS = [
     "lr",
     "time/epoch_s",
     "time/clips_per_s",
+    "time/data_wait_frac",
     "guidance/frac_frames",
 ]
 

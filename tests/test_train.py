@@ -13,7 +13,7 @@ from rsexp.experiment import resume, train
 from rsexp.track.local import read_metrics
 
 CONFIG = "sweeps/synthetic.yaml"
-TIME_KEYS = ("time/epoch_s", "time/clips_per_s")
+TIME_KEYS = ("time/epoch_s", "time/clips_per_s", "time/data_wait_frac")
 
 
 def run_dirs(tmp_path):
@@ -198,8 +198,8 @@ def test_two_processes_train_one_run_equal_to_one_process(tiny, tmp_path):
     args = ["-c", CONFIG, *over, f"train.runs_dir={runs}", "--nproc", "2"]
     assert main(["train", *args, "--run-dir", str(run_dir), "--until-epoch", "1"]) == 0
     assert main(["resume", str(run_dir), "--nproc", "2"]) == 0
-    keys = ("loss/total", "loss/ce", "loss/spatial", "loss/temporal", "grad_norm",
-            "val/top1", "val/clip_loss", "val/loss_spatial", "test/top1", "test/clip_loss")  # fmt: skip
+    keys = ("loss/total", "loss/ce", "loss/spatial", "loss/temporal", "grad_norm", "val/top1",
+            "val/clip_loss", "val/loss_spatial", "test/top1", "test/clip_loss")  # fmt: skip
     ref, got = read_metrics(one.run_dir), read_metrics(run_dir)
     assert [m["epoch"] for m in got] == [1, 2]
     for a, b in zip(ref, got, strict=True):

@@ -11,7 +11,7 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from rsexp.config import Config
+from rsexp.config import Config, ConfigError
 from rsexp.data import REAL_DATASETS, build_raw
 from rsexp.data.dataset import ClipDataset
 from rsexp.data.transforms import SpatialAugment
@@ -180,3 +180,14 @@ def prepare(cfg: Config, console: Console | None = None) -> Data:
         + ", ".join(f"{escape(str(d))} ({_size(d)})" for d in data.cache_dirs)
     )
     return data
+
+
+def background_ids(names, class_names: list[str]) -> tuple[int, ...]:
+    """The class ids of ``data.background`` (names), checked against the dataset's."""
+    unknown = [n for n in names if n not in class_names]
+    if unknown:
+        raise ConfigError(
+            f"data.background: {unknown} are not classes of this dataset; its classes "
+            f"start {class_names[:5]}"
+        )
+    return tuple(class_names.index(n) for n in names)

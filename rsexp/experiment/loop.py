@@ -18,30 +18,21 @@ from PIL import Image
 from rich.progress import Progress
 from torch.utils.data import DataLoader
 
-from rsexp.config import ConfigError, to_dict
+from rsexp.config import to_dict
 from rsexp.core.checkpoint import capture_rng, restore_rng, save_checkpoint
 from rsexp.core.metrics import SegmentationMeter, SumMeter
 from rsexp.core.optim import lr_at
-from rsexp.core.step import NonFiniteLossError, eval_step, first_non_finite, read_sums, train_step
+from rsexp.core.step import NonFiniteLossError, eval_step, train_step
 from rsexp.experiment import distributed
 from rsexp.experiment.build import RunParts
+from rsexp.experiment.inputs import background_ids
 from rsexp.experiment.interrupts import Interrupted, deferred_interrupts
+from rsexp.experiment.readout import PendingSteps
 from rsexp.experiment.reporter import Reporter
 from rsexp.experiment.rundir import RunDir, write_json_atomic
 from rsexp.track import Tracker
 from rsexp.track.local import overlay_path
 from rsexp.track.overlay import overlay_images, pick_overlay_clips, render_segmentation
-
-
-def background_ids(names, class_names: list[str]) -> tuple[int, ...]:
-    """The class ids of ``data.background`` (names), checked against the dataset's."""
-    unknown = [n for n in names if n not in class_names]
-    if unknown:
-        raise ConfigError(
-            f"data.background: {unknown} are not classes of this dataset; its classes "
-            f"start {class_names[:5]}"
-        )
-    return tuple(class_names.index(n) for n in names)
 
 
 class Trainer:
@@ -69,6 +60,7 @@ class Trainer:
         self.start_epoch = 0
         self.global_step = 0
         self.partial: dict | None = None  # progress inside an interrupted epoch
+        self.data_wait, self.train_pass_s = 0.0, 0.0  # this epoch's input-pipeline wait
         # overlays only show attention (they choose nothing): validation clips, or the
         # test clips when there is no validation split
         self.overlay_set = self.data.val if self.data.val is not None else self.data.test
@@ -154,6 +146,7 @@ class Trainer:
             done = self.partial["batches_done"]
             meter.sums, meter.count = dict(self.partial["sums"]), dict(self.partial["count"])
         self.partial = None
+        self.data_wait, self.train_pass_s = 0.0, 0.0
         if done >= spe:
             return meter
         loader = DataLoader(
@@ -172,37 +165,20 @@ class Trainer:
         # the steps' values stay on the device until read, every `log_every` steps and at
         # the end: a step never waits for the device (on CPU the check is per step and
         # free, and a non-finite loss stops before any parameter is touched)
-        pending: list = []
+        pending = PendingSteps(self.log_every, self.dist, self.parts.device)
+        where = f"epoch {epoch}, step {{i}}/{spe}"
 
         def read(collective: bool = True) -> None:
-            if not pending:
-                return
-            host = read_sums([sums for _, _, sums in pending])
-            if self.dist.enabled and collective:  # whole-batch sums, the same on every rank
-                flat = distributed.sum_across(
-                    [x for h in host for pair in h.values() for x in pair],
-                    self.dist,
-                    self.parts.device,
-                )
-                it = iter(flat)
-                host = [{k: (next(it), next(it)) for k in h} for h in host]
-            bad = first_non_finite(host)
-            if bad is not None:
-                i, step = pending[bad[0]][:2]
-                raise NonFiniteLossError(
-                    f"non-finite loss at epoch {epoch}, step {i + 1}/{spe} "
-                    f"(global step {step}): {bad[1]}"
-                )
-            for sums in host:
-                meter.add(sums)
-            s, n = host[-1]["loss"]
-            pending.clear()
-            progress.update(
-                task, description=f"epoch {epoch}/{cfg.train.epochs} train loss {s / n:.3f}"
-            )
+            loss = pending.read(meter, where, collective)
+            if loss is not None:
+                desc = f"epoch {epoch}/{cfg.train.epochs} train loss {loss:.3f}"
+                progress.update(task, description=desc)
 
+        # time spent waiting for the DataLoader, against the whole training pass
+        t_pass = t_ready = time.perf_counter()
         try:
             for i, batch in enumerate(loader, start=done):
+                self.data_wait += time.perf_counter() - t_ready
                 lr = self._lr(self.global_step)
                 with deferred_interrupts():
                     try:
@@ -224,12 +200,14 @@ class Trainer:
                             f"non-finite loss at epoch {epoch}, step {i + 1}/{spe} "
                             f"(global step {self.global_step}): {e}"
                         ) from None
-                    pending.append((i, self.global_step, sums))
+                    ready = pending.add(i, self.global_step, sums)
                     self.global_step += 1
-                    if len(pending) >= self.log_every:
+                    if ready:
                         read()
                 progress.update(task, advance=1)
+                t_ready = time.perf_counter()
             read()
+            self.train_pass_s = time.perf_counter() - t_pass
         except KeyboardInterrupt as e:
             # the batch in flight is dropped; the finished ones are kept, exactly (after
             # the check that none of them went non-finite: a NaN model is never saved).
@@ -364,6 +342,8 @@ class Trainer:
         seconds = time.perf_counter() - t0
         record["time/epoch_s"] = seconds
         record["time/clips_per_s"] = len(self.data.train) / seconds
+        if self.train_pass_s:  # the share of the training pass spent waiting for clips
+            record["time/data_wait_frac"] = self.data_wait / self.train_pass_s
         record["guidance/frac_frames"] = self.data.guided_frame_fraction
         with deferred_interrupts():  # checkpoint and log are short: finish them whole
             self.history.append(record)
