@@ -20,7 +20,7 @@ MODELS ?= tsvit,vivit,timesformer,timesformer*
 SEEDS ?= 3
 CHECKPOINT ?=
 
-.PHONY: setup train resume sweep paper guidance tables figures dashboard wandb-dashboard prepare test lint format bench bench-rs bench-guidance bench-segmentation bench-track bench-decode clean
+.PHONY: setup browser train resume sweep paper guidance tables figures dashboard wandb-dashboard prepare test lint format bench bench-rs bench-guidance bench-segmentation bench-track bench-decode clean
 
 setup: $(VENV)/.installed
 
@@ -62,7 +62,16 @@ resume: setup
 	@test -n "$(RUN)" || { echo "usage: make resume RUN=<run folder or run id>"; exit 2; }
 	$(BIN)/rsexp resume $(RUN)
 
-test: setup
+# the dashboards' browser test needs Debian's chromium: installed when missing and this
+# user may (root with apt-get); otherwise that one test is skipped, with its reason
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		  { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }; } && \
+		echo "installed chromium (for tests/test_dashboard.py)"; } || \
+		echo "chromium not installed: the dashboards' browser test will be skipped"
+
+test: setup browser
 	$(BIN)/pytest -q $(ARGS)
 
 lint: setup

@@ -74,6 +74,29 @@ def stop(servers) -> None:
             proc.wait()
 
 
+def views(urls: dict[str, str], experiment: str) -> dict[str, str]:
+    """Direct links: the experiment's runs view and the study. MLflow 3.17's UI opens on
+    its GenAI pages unless the URL asks for the model-training workflow
+    (``workflowType=machine_learning``; the experiment's ``mlflow.experimentKind`` tag
+    alone is not enough when the UI's workflow switch is on)."""
+    out = {}
+    body = json.dumps({"max_results": 1000}).encode()
+    req = urllib.request.Request(
+        f"{urls['MLflow']}/api/2.0/mlflow/experiments/search",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        exps = json.loads(r.read()).get("experiments", [])
+    found = [e["experiment_id"] for e in exps if e["name"] == experiment]
+    if found:
+        out["MLflow runs"] = (
+            f"{urls['MLflow']}/#/experiments/{found[0]}?workflowType=machine_learning"
+        )
+    out["optuna-dashboard studies"] = f"{urls['optuna-dashboard']}/dashboard"
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", default="runs")
@@ -85,9 +108,11 @@ def main(argv=None) -> int:
     runs = Path(args.runs)
     storage = args.storage or f"sqlite:///{(runs / args.dataset / 'optuna.db').resolve()}"
     servers = start(runs, storage, args.mlflow_port, args.optuna_port)
-    for name, url, _ in servers:
-        print(f"{name:<17} {url}")
-    print(json.dumps({n: u for n, u, _ in servers}), flush=True)
+    urls = {n: u for n, u, _ in servers}
+    urls.update(views(urls, args.dataset))
+    for name, url in urls.items():
+        print(f"{name:<22} {url}")
+    print(json.dumps(urls), flush=True)
     print("Ctrl-C stops both", flush=True)
     try:
         while all(proc.poll() is None for _, _, proc in servers):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import optuna
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,14 +34,20 @@ def get_json(url: str, data: dict | None = None):
         return json.loads(r.read())
 
 
-def test_dashboard_serves_mlflow_and_optuna_and_stops_on_ctrl_c(tmp_path):
+@pytest.fixture
+def served(tmp_path):
+    """``dashboards/serve.py`` on free ports over an MLflow store holding a sweep trial's
+    run (``trial-0001``, with ``loss/spatial``) and a 2-trial study; yields
+    ``(urls, run_id)``; Ctrl-C at the end, and both servers must be gone."""
     from rsexp.track.base import RunInfo
     from rsexp.track.mlflow_writer import MlflowWriter
 
     runs = tmp_path / "runs"
     writer = MlflowWriter(f"sqlite:///{runs / 'mlflow.db'}", "", runs)
-    writer.start(RunInfo(tmp_path, "run-1", "synthetic", {"dataset": "synthetic"}))
-    writer.log_metrics({"loss/spatial": 0.5}, 1)
+    tags = {"dataset": "synthetic", "stage": "trial", "sweep": "synthetic-tsvit"}
+    run_id = writer.start(RunInfo(tmp_path, "trial-0001", "synthetic", tags))
+    for epoch in (1, 2):
+        writer.log_metrics({"loss/spatial": 0.5 / epoch, "val/top1": 30.0 * epoch}, epoch)
     writer.finish("FINISHED")
     storage = f"sqlite:///{runs / 'synthetic' / 'optuna.db'}"
     (runs / "synthetic").mkdir()
@@ -58,23 +67,7 @@ def test_dashboard_serves_mlflow_and_optuna_and_stops_on_ctrl_c(tmp_path):
             if line.startswith("{"):
                 urls = json.loads(line)
             assert line or proc.poll() is None, "serve.py exited"
-        assert urls == {
-            "MLflow": f"http://127.0.0.1:{ports[0]}",
-            "optuna-dashboard": f"http://127.0.0.1:{ports[1]}",
-        }
-        exps = get_json(
-            f"{urls['MLflow']}/api/2.0/mlflow/experiments/search", {"max_results": 10}
-        )["experiments"]
-        (exp,) = [e for e in exps if e["name"] == "synthetic"]
-        tags = {t["key"]: t["value"] for t in exp.get("tags", [])}
-        assert tags["mlflow.experimentKind"] == "custom_model_development"  # not GenAI pages
-        found = get_json(
-            f"{urls['MLflow']}/api/2.0/mlflow/runs/search",
-            {"experiment_ids": [exp["experiment_id"]]},
-        )["runs"]
-        assert "loss/spatial" in [m["key"] for m in found[0]["data"]["metrics"]]
-        studies = get_json(f"{urls['optuna-dashboard']}/api/studies")["study_summaries"]
-        assert [s["study_name"] for s in studies] == ["synthetic-tsvit"]
+        yield urls, run_id
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
         out, _ = proc.communicate(timeout=60)
@@ -82,6 +75,64 @@ def test_dashboard_serves_mlflow_and_optuna_and_stops_on_ctrl_c(tmp_path):
     for port in ports:  # both servers are gone
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_dashboard_serves_mlflow_and_optuna_and_stops_on_ctrl_c(served):
+    urls, run_id = served
+    mlflow_url, optuna_url = urls["MLflow"], urls["optuna-dashboard"]
+    assert mlflow_url.startswith("http://127.0.0.1:") and optuna_url.startswith(
+        "http://127.0.0.1:"
+    )
+    exps = get_json(f"{mlflow_url}/api/2.0/mlflow/experiments/search", {"max_results": 10})[
+        "experiments"
+    ]
+    (exp,) = [e for e in exps if e["name"] == "synthetic"]
+    tags = {t["key"]: t["value"] for t in exp.get("tags", [])}
+    assert tags["mlflow.experimentKind"] == "custom_model_development"  # not GenAI pages
+    assert urls["MLflow runs"] == (
+        f"{mlflow_url}/#/experiments/{exp['experiment_id']}?workflowType=machine_learning"
+    )
+    found = get_json(
+        f"{mlflow_url}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]}
+    )["runs"]
+    assert "loss/spatial" in [m["key"] for m in found[0]["data"]["metrics"]]
+    studies = get_json(f"{optuna_url}/api/studies")["study_summaries"]
+    assert [s["study_name"] for s in studies] == ["synthetic-tsvit"]
+
+
+def page_text(url: str, screenshot: Path | None = None) -> str:
+    """The page's visible text once its scripts have run, in headless Chromium; with
+    ``screenshot``, a 1400x900 PNG of it as well."""
+    base = [shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu",
+            "--window-size=1400,900", "--virtual-time-budget=12000"]  # fmt: skip
+    if screenshot is not None:
+        subprocess.run(
+            [*base, f"--screenshot={screenshot}", url], capture_output=True, timeout=180
+        )
+    dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=180)
+    text = re.sub(r"<style[^<]*</style>|<script[^<]*</script>", " ", dom.stdout)
+    return " ".join(re.sub(r"<[^>]+>", " ", text).split())
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None,
+    reason="needs Debian's chromium (make test installs it with apt-get when run as root)",
+)
+def test_dashboards_render_in_a_real_browser(served, tmp_path):
+    """What a user sees: the link serve.py prints opens the experiment on its training
+    runs view (not the GenAI pages) listing the trial; the trial's page shows its
+    loss/spatial metric; optuna-dashboard lists the study. Screenshots kept in tmp_path."""
+    urls, run_id = served
+    runs_view = page_text(urls["MLflow runs"], tmp_path / "mlflow-runs.png")
+    assert "trial-0001" in runs_view and "matching run" in runs_view, runs_view[-1500:]
+    assert "Traces 0" not in runs_view  # the GenAI overview would show its trace counters
+    run_page = urls["MLflow runs"].replace("?", f"/runs/{run_id}?")
+    assert "loss/spatial" in page_text(run_page, tmp_path / "mlflow-run.png")
+    studies = page_text(urls["optuna-dashboard studies"], tmp_path / "optuna.png")
+    assert "synthetic-tsvit" in studies, studies[-1500:]
+    for name in ("mlflow-runs.png", "mlflow-run.png", "optuna.png"):
+        png = (tmp_path / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000, name
 
 
 def test_wandb_workspace_spec_names_only_keys_a_real_run_records(tiny, tmp_path, monkeypatch):
