@@ -20,7 +20,12 @@ from rsexp.track import TrackingError
 from rsexp.track.local import read_metrics
 
 CONFIG = "sweeps/synthetic.yaml"
-TIME_KEYS = ("time/epoch_s", "time/clips_per_s", "time/data_wait_frac")
+TIME_KEYS = (
+    "time/epoch_s",
+    "time/clips_per_s",
+    "time/data_wait_frac",
+    "time/data_wait_warm_frac",
+)
 EPOCH_KEYS = [
     "loss/total",
     "loss/ce",

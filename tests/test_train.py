@@ -13,7 +13,12 @@ from rsexp.experiment import resume, train
 from rsexp.track.local import read_metrics
 
 CONFIG = "sweeps/synthetic.yaml"
-TIME_KEYS = ("time/epoch_s", "time/clips_per_s", "time/data_wait_frac")
+TIME_KEYS = (
+    "time/epoch_s",
+    "time/clips_per_s",
+    "time/data_wait_frac",
+    "time/data_wait_warm_frac",
+)
 
 
 def run_dirs(tmp_path):

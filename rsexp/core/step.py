@@ -114,9 +114,8 @@ def train_step(
     if grad_clip > 0:
         norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     else:
-        norm = torch.linalg.vector_norm(
-            torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None])
-        )
+        # one fused (foreach) pass over the gradients, not one norm per parameter
+        norm = nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
     optimizer.step()
     B = len(batch["label"])
     sums: Sums = {k: (v * B, B) for k, v in values.items()}

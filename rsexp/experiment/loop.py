@@ -60,7 +60,8 @@ class Trainer:
         self.start_epoch = 0
         self.global_step = 0
         self.partial: dict | None = None  # progress inside an interrupted epoch
-        self.data_wait, self.train_pass_s = 0.0, 0.0  # this epoch's input-pipeline wait
+        # this epoch's input-pipeline wait: all of it, the first batch's, the pass
+        self.data_wait, self.data_start, self.train_pass_s = 0.0, 0.0, 0.0
         # overlays only show attention (they choose nothing): validation clips, or the
         # test clips when there is no validation split
         self.overlay_set = self.data.val if self.data.val is not None else self.data.test
@@ -146,7 +147,7 @@ class Trainer:
             done = self.partial["batches_done"]
             meter.sums, meter.count = dict(self.partial["sums"]), dict(self.partial["count"])
         self.partial = None
-        self.data_wait, self.train_pass_s = 0.0, 0.0
+        self.data_wait, self.data_start, self.train_pass_s = 0.0, 0.0, 0.0
         if done >= spe:
             return meter
         loader = DataLoader(
@@ -178,6 +179,8 @@ class Trainer:
         t_pass = t_ready = time.perf_counter()
         try:
             for i, batch in enumerate(loader, start=done):
+                if i == done:  # the workers' start and first clips: reported apart
+                    self.data_start = time.perf_counter() - t_ready
                 self.data_wait += time.perf_counter() - t_ready
                 lr = self._lr(self.global_step)
                 with deferred_interrupts():
@@ -342,8 +345,12 @@ class Trainer:
         seconds = time.perf_counter() - t0
         record["time/epoch_s"] = seconds
         record["time/clips_per_s"] = len(self.data.train) / seconds
-        if self.train_pass_s:  # the share of the training pass spent waiting for clips
+        if self.train_pass_s:  # the share of the training pass spent waiting for clips,
+            # and the same once the loader is running (after its first batch)
             record["time/data_wait_frac"] = self.data_wait / self.train_pass_s
+            warm = self.train_pass_s - self.data_start
+            if warm > 0:
+                record["time/data_wait_warm_frac"] = (self.data_wait - self.data_start) / warm
         record["guidance/frac_frames"] = self.data.guided_frame_fraction
         with deferred_interrupts():  # checkpoint and log are short: finish them whole
             self.history.append(record)
