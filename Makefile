@@ -13,7 +13,7 @@ TRIALS ?=
 WORKERS ?= 2
 STORAGE ?=
 TRACKER ?=
-SWEEP_FLAGS = --workers $(WORKERS) $(if $(TRIALS),--trials $(TRIALS)) \
+SWEEP_FLAGS = --workers $(WORKERS) $(if $(TRIALS),--trials $(TRIALS)) $(if $(TRIALS_ONLY),--trials-only) \
 	$(if $(STORAGE),--storage $(STORAGE)) $(if $(TRACKER),track.backends=[$(TRACKER)])
 
 MODELS ?= tsvit,vivit,timesformer,timesformer*

@@ -369,7 +369,7 @@ def bench_sweep(args) -> dict:
         subprocess.run(cmd, cwd=ROOT, capture_output=True, check=True)
         wall = time.perf_counter() - t0
         study = optuna.load_study(
-            study_name="synthetic-tsvit", storage=f"sqlite:///{runs / 'optuna.db'}"
+            study_name="synthetic-tsvit", storage=f"sqlite:///{runs / 'synthetic' / 'optuna.db'}"
         )
         trials = study.get_trials(deepcopy=False)
         stage = max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)

@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="folder for the tables (default runs/<experiment>/sweep-<study>/reports)",
     )
+    sw.add_argument(
+        "--trials-only",
+        action="store_true",
+        help="run trials, leave the confirmation runs and tables to the study's other "
+        "machine (several machines, one study)",
+    )
     sw.add_argument("overrides", nargs="*")
 
     wk = sub.add_parser("sweep-worker", help=argparse.SUPPRESS)
@@ -192,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                     storage=args.storage,
                     study_name=args.study,
                     reports=args.reports,
+                    trials_only=args.trials_only,
                     console=console,
                 )
             except SweepStopped as e:

@@ -261,8 +261,13 @@ class MlflowConfig:
     tracking_uri: str = ""
     experiment: str = ""  # "" = the run's experiment name
     log_checkpoints: bool = False
+    # System metrics (system/cpu_utilization_percentage, memory, disk, network; GPU
+    # utilisation and memory with nvidia-ml-py) sampled every this many seconds on each
+    # run, MLflow's "System metrics" tab; 0 = off.
+    system_metrics_s: float = 10.0
 
     def __post_init__(self):
+        _check(self.system_metrics_s >= 0, "track.mlflow.system_metrics_s", "must be >= 0")
         _check(
             not re.search(r"://[^/@]*:[^/@]*@", self.tracking_uri),
             "track.mlflow.tracking_uri",

@@ -142,11 +142,15 @@ def check_mlflow_run(uri: str, result, epochs: int, num_overlays: int):
 
 
 def test_mlflow_embedded_sqlite(tiny, tmp_path):
-    cfg = load_config(CONFIG, [*tiny, "track.overlays.num_clips=2"])
-    result = train(cfg)
+    over = ["track.overlays.num_clips=2", "track.mlflow.system_metrics_s=0.5"]
+    result = train(load_config(CONFIG, [*tiny, *over]))
     assert (tmp_path / "runs" / "mlflow.db").is_file()
     assert not (Path.cwd() / "mlruns").exists()
-    check_mlflow_run(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", result, 2, 2)
+    client, run_id = check_mlflow_run(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", result, 2, 2)
+    # MLflow's System metrics tab: sampled while the run trained, stopped with it
+    system = client.get_run(run_id).data.metrics
+    for key in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"):
+        assert key in system, sorted(system)
     # the same images sit in the run folder, one per clip and epoch
     assert len(list((result.run_dir / "overlays").glob("val_*/epoch_*.png"))) == 4
     assert (result.run_dir / "figures" / "loss_dynamics.png").is_file()

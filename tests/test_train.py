@@ -219,3 +219,20 @@ def test_two_processes_train_one_run_equal_to_one_process(tiny, tmp_path):
     tracked = client.search_runs([exp.experiment_id])
     assert len(tracked) == 1 and tracked[0].info.status == "FINISHED"
     assert tracked[0].data.metrics["loss/total"] == pytest.approx(got[-1]["loss/total"])
+
+
+def test_an_improving_epoch_writes_its_checkpoint_once(tiny):
+    """best.pt and last.pt of an epoch that improved val/top1 are one file under two
+    names (one write of a possibly 1 GB state); previous.pt keeps the epoch before."""
+    import os
+
+    r = train(load_config(CONFIG, [*tiny, "train.epochs=2"]), until_epoch=1)
+    ck = r.run_dir / "checkpoints"
+    assert os.path.samefile(ck / "best.pt", ck / "last.pt")  # epoch 1 is the best so far
+    assert load_checkpoint(ck / "best.pt")["epoch"] == 1
+    done = resume(r.run_dir)
+    best, last = load_checkpoint(ck / "best.pt"), load_checkpoint(ck / "last.pt")
+    assert last["epoch"] == 2 and load_checkpoint(ck / "previous.pt")["epoch"] == 1
+    assert best["epoch"] == done.summary["best_epoch"]
+    assert os.path.samefile(ck / "best.pt", ck / "last.pt") == (best["epoch"] == 2)
+    assert not [p.name for p in ck.iterdir() if p.name.startswith(".")]  # no temp left

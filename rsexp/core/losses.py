@@ -36,13 +36,17 @@ def spatial_alignment_loss(
     Returns:
         Scalar loss; 0 (still attached to ``attn``'s graph) when no frame is valid.
     """
+    binary = mask.dtype == torch.bool
     mask = mask.to(attn.dtype)
     count = mask.sum(dim=-1)  # [B, T]
     valid = frame_valid.bool() & (count > 0)  # V
     q = mask / count.clamp_min(1.0).unsqueeze(-1)  # [B, T, N]
     p = normalise_attention(attn, eps)
-    # xlogy gives 0 for q = 0, so cells outside the guidance contribute nothing.
-    kl = (torch.xlogy(q, q) - torch.xlogy(q, p + eps)).sum(dim=-1)  # [B, T]
+    # sum_n q_n log q_n: for a binary mask of k cells it is -log k, a [B, T] term
+    # instead of another pass over N; xlogy gives 0 for q = 0 (cells outside the
+    # guidance contribute nothing)
+    q_log_q = -torch.log(count.clamp_min(1.0)) if binary else torch.xlogy(q, q).sum(dim=-1)
+    kl = q_log_q - torch.xlogy(q, p + eps).sum(dim=-1)  # [B, T]
     num_valid = valid.sum()
     return torch.where(valid, kl, torch.zeros_like(kl)).sum() / num_valid.clamp_min(1)
 

@@ -19,7 +19,7 @@ from rich.progress import Progress
 from torch.utils.data import DataLoader
 
 from rsexp.config import to_dict
-from rsexp.core.checkpoint import capture_rng, restore_rng, save_checkpoint
+from rsexp.core.checkpoint import capture_rng, restore_rng
 from rsexp.core.metrics import SegmentationMeter, SumMeter
 from rsexp.core.optim import lr_at
 from rsexp.core.step import NonFiniteLossError, eval_step, train_step
@@ -362,14 +362,8 @@ class Trainer:
             )
             if improved:
                 self.best = record
-            state = self.state(epoch) if self.dist.is_main else None
-            # best first: if the disk fills between the two, last.pt still names the
-            # previous epoch and the resume redoes this one, so summary.json never names
-            # a best epoch whose checkpoint is missing
-            if improved and state is not None:
-                save_checkpoint(self.run_dir.best_checkpoint, state)
-            if state is not None:
-                self.run_dir.save_last(state)
+            if self.dist.is_main:  # best.pt first, then last.pt (RunDir.save_last)
+                self.run_dir.save_last(self.state(epoch), best=improved)
             self.tracker.log_epoch(record, images)
         return record
 

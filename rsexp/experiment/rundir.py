@@ -27,6 +27,15 @@ def write_json_atomic(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
+def _link(src: Path, dst: Path) -> None:
+    """``dst`` becomes another name of ``src``'s file, atomically (files are never
+    written in place, so the two names stay equal until one is replaced)."""
+    tmp = dst.with_name(f".{dst.name}.link")
+    tmp.unlink(missing_ok=True)
+    os.link(src, tmp)
+    os.replace(tmp, dst)
+
+
 class RunDir:
     """One run folder. Cheap to make; reads its files when asked."""
 
@@ -93,17 +102,23 @@ class RunDir:
     def previous_checkpoint(self) -> Path:
         return self.checkpoints / "previous.pt"
 
-    def save_last(self, state: dict) -> None:
+    def save_last(self, state: dict, best: bool = False) -> None:
         """Write ``last.pt`` atomically, keeping the one it replaces as ``previous.pt``
         (a hard link, so ``last.pt`` is never absent): a resume falls back to it when
-        ``last.pt`` is unreadable."""
+        ``last.pt`` is unreadable. ``best``: the state is also the best so far; it is
+        written once, as ``best.pt`` first, and ``last.pt`` becomes a second name for
+        the same file (a ViT-B state with its optimiser is ~1 GB: one write, not two).
+        Best first: if the disk fills between the two, ``last.pt`` still names the
+        previous epoch and the resume redoes this one, so ``summary.json`` never names a
+        best epoch whose checkpoint is missing."""
         last = self.last_checkpoint
         if last.is_file():
-            tmp = self.checkpoints / ".previous.pt.link"
-            tmp.unlink(missing_ok=True)
-            os.link(last, tmp)
-            os.replace(tmp, self.previous_checkpoint)
-        save_checkpoint(last, state)
+            _link(last, self.previous_checkpoint)
+        if best:
+            save_checkpoint(self.best_checkpoint, state)
+            _link(self.best_checkpoint, last)
+        else:
+            save_checkpoint(last, state)
 
     def load_state(self, map_location="cpu") -> tuple[dict, str | None]:
         """The newest readable checkpoint: ``(state, note)``, where ``note`` says so when

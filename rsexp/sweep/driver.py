@@ -133,6 +133,7 @@ def sweep(
     storage: str | None = None,
     study_name: str | None = None,
     reports: str | None = None,
+    trials_only: bool = False,
     console: Console | None = None,
 ) -> dict:
     """Run (or continue) a sweep, then the confirmation runs and the tables.
@@ -185,6 +186,12 @@ def sweep(
                 f"{study.user_attrs[STOPPED_ATTR]}. Fix the cause and run the same command "
                 f"again to continue (worker logs: {paths.root}/worker-<i>.log)"
             )
+        if trials_only:  # another machine's driver confirms (several machines, one study)
+            console.print(
+                f"trials done ({budget_used(study)} of {cfg.sweep.trials}); "
+                "--trials-only: no confirmation runs or tables from this machine"
+            )
+            return {"study": study_name, "reports": []}
         return confirm(cfg, overrides, config, study, paths, devices, console)
     except KeyboardInterrupt:
         _close_parent(cfg, study, "KILLED")

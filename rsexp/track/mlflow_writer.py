@@ -48,9 +48,19 @@ EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_develop
 class MlflowWriter(Writer):
     name = "mlflow"
 
-    def __init__(self, tracking_uri: str, experiment: str, runs_dir: str | Path):
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        runs_dir: str | Path,
+        system_metrics_s: float = 0.0,
+    ):
         self.uri = tracking_uri or embedded_uri(runs_dir)
         self.experiment = experiment
+        # CPU / memory / disk / network (and GPU with nvidia-ml-py) every this many
+        # seconds as the run's system/* metrics; 0 = off
+        self.system_metrics_s = system_metrics_s
+        self.monitor = None
         self.artifact_root = None
         if not tracking_uri:  # embedded store: artifacts beside it under runs/
             Path(runs_dir).mkdir(parents=True, exist_ok=True)
@@ -91,6 +101,16 @@ class MlflowWriter(Writer):
                 self.run_id = run.info.run_id
         except MlflowException as e:
             raise TrackingError(f"MLflow at {self.uri}: {e.message}") from e
+        if self.system_metrics_s > 0:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self.monitor = SystemMetricsMonitor(
+                self.run_id,
+                sampling_interval=self.system_metrics_s,
+                resume_logging=bool(info.ref),  # a resumed run continues its steps
+                tracking_uri=self.uri,
+            )
+            self.monitor.start()
         return self.run_id
 
     @contextlib.contextmanager
@@ -149,4 +169,7 @@ class MlflowWriter(Writer):
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def finish(self, status: str) -> None:
+        if self.monitor is not None:
+            self.monitor.finish()
+            self.monitor = None
         self.client.set_terminated(self.run_id, status)

@@ -27,7 +27,7 @@ def build_writer(name: str, track_cfg, runs_dir: str | Path, console=None) -> Wr
         from rsexp.track.mlflow_writer import MlflowWriter
 
         m = track_cfg.mlflow
-        return MlflowWriter(m.tracking_uri, m.experiment, runs_dir)
+        return MlflowWriter(m.tracking_uri, m.experiment, runs_dir, m.system_metrics_s)
     if name == "wandb":
         from rsexp.track.wandb_writer import WandbWriter
 
