@@ -397,6 +397,24 @@ def show(console: Console, results: dict) -> None:
         console.print(table)
 
 
+def markdown(results: dict) -> str:
+    """results.json as the README's table: one row per measured figure."""
+    rows = ["| section | case | measured | target |", "| --- | --- | --- | --- |"]
+    main_keys = ("ratio", "speedup", "seconds", "warm_wait_frac", "best_value")
+    for section, cases in results.items():
+        if section.startswith("_"):
+            continue
+        for case, r in cases.items():
+            shown = ", ".join(
+                f"{k} {v}" for k, v in r.items() if k not in ("target", "segment_views", "note")
+            )
+            if "segment_views" in r:
+                shown += f"; segment views alone {r['segment_views']['ratio']}x"
+            lead = next((f"**{r[k]}**" for k in main_keys if k in r), "")
+            rows.append(f"| {section} | {case} | {lead} ({shown}) | {r.get('target', '')} |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", default="", help="comma-separated sections")
@@ -404,7 +422,11 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--no-vitb", action="store_true", help="overhead: skip the ViT-B config")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
+    p.add_argument("--markdown", action="store_true", help="print --out as a table, run nothing")
     args = p.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(Path(args.out).read_text())))
+        return 0
     only = [s for s in args.only.split(",") if s] or list(SECTIONS)
     skip = {s for s in args.skip.split(",") if s}
     unknown = (set(only) | skip) - set(SECTIONS)
