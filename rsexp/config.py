@@ -385,6 +385,10 @@ class SweepConfig:
     # workers than GPUs is an error: cards are shared only on purpose), nothing on a CPU
     # machine; "cpu" = hide the GPUs; "0,1,1" = these ids, one per worker in order.
     devices: str = "auto"
+    # Processes (GPUs) per trial: > 1 trains each trial with DDP under torchrun
+    # (rsexp.sweep.ddp_trial; rank 0 reports to Optuna and the pruner's decision is
+    # broadcast). Confirmation runs stay one process each.
+    nproc: int = 1
     space: SearchSpace = field(default_factory=SearchSpace)
 
     def __post_init__(self):
@@ -392,6 +396,7 @@ class SweepConfig:
         _check(self.epochs >= 0, "sweep.epochs", "must be >= 0")
         _check(len(self.confirm_seeds) >= 1, "sweep.confirm_seeds", "needs at least one seed")
         _check(self.stop_after_failures >= 0, "sweep.stop_after_failures", "must be >= 0")
+        _check(self.nproc >= 1, "sweep.nproc", "must be >= 1")
 
 
 @dataclass(frozen=True)

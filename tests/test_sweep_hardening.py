@@ -219,8 +219,15 @@ def test_sweep_devices_give_each_worker_its_own_gpu():
     assert worker_devices("auto", 2, []) == [None, None]  # CPU machine: nothing set
     assert worker_devices("cpu", 2, four) == ["", ""]
     assert worker_devices("0,0,1", 3, four) == ["0", "0", "1"]  # shared on purpose
-    with pytest.raises(ConfigError, match=r"sweep.devices: 5 workers but 4 visible GPUs"):
+    with pytest.raises(ConfigError, match=r"sweep.devices: 5 workers x 1 GPUs but 4 visible"):
         worker_devices("auto", 5, four)
+    # sweep.nproc = 2: two GPUs per worker, never split across workers by accident
+    assert worker_devices("auto", 2, four, per_worker=2) == ["0,1", "2,3"]
+    assert worker_devices("0+1,2+3", 2, four, per_worker=2) == ["0,1", "2,3"]
+    with pytest.raises(ConfigError, match=r"sweep.nproc=2 needs 2 GPUs per worker"):
+        worker_devices("0,1", 2, four, per_worker=2)
+    with pytest.raises(ConfigError, match=r"2 workers x 2 GPUs but 3 visible"):
+        worker_devices("auto", 2, ["0", "1", "2"], per_worker=2)
     with pytest.raises(ConfigError, match=r"sweep.devices: GPU 7 is not visible"):
         worker_devices("0,7", 2, four)
     with pytest.raises(ConfigError, match=r"one per worker"):
@@ -250,3 +257,24 @@ def test_sweep_workers_and_jobs_start_on_their_assigned_gpus(tiny, tmp_path, mon
     run_jobs(jobs, 2, lambda key, s: got.update({key: s["cuda_visible_devices"]}), devices)
     assert got["a"] == "0" and got["b"] == "1"  # the two first jobs, side by side
     assert got["c"] in ("0", "1")  # the slot that freed first
+
+
+def test_a_trial_on_two_processes_reports_to_the_study(tiny, tmp_path):
+    """sweep.nproc=2: the trial trains under torchrun (2 gloo processes), rank 0 reports
+    every epoch to Optuna, and the trial's value is its run's val/top1."""
+    over = [*tiny, "sweep.epochs=2", "sweep.nproc=2", "sweep.pruner=none",
+            "track.backends=[local]"]  # fmt: skip
+    assert main(["sweep", "--config", CONFIG, "--trials", "1", "--trials-only", *over]) == 0
+    cfg = load_config(CONFIG, over)
+    study = optuna.load_study(
+        study_name="synthetic-tsvit",
+        storage=f"sqlite:///{cfg.train.runs_dir}/synthetic/optuna.db",
+    )
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs
+    run = RunDir(trial.user_attrs["run_dir"])
+    summary = run.summary()
+    assert summary["processes"] == 2 and summary["status"] == "finished"
+    assert trial.value == pytest.approx(summary["val/top1"])
+    assert trial.intermediate_values == {1: pytest.approx(run.metrics()[0]["val/top1"]),
+                                         2: pytest.approx(summary["val/top1"])}  # fmt: skip

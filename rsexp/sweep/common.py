@@ -69,38 +69,52 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(n)]
 
 
-def worker_devices(spec: str, workers: int, gpus: list[str]) -> list[str | None]:
+def worker_devices(
+    spec: str, workers: int, gpus: list[str], per_worker: int = 1
+) -> list[str | None]:
     """Per worker, the ``CUDA_VISIBLE_DEVICES`` it runs with (None: inherited), from
-    ``sweep.devices`` and the visible ``gpus`` (:func:`visible_gpus`)."""
+    ``sweep.devices`` and the visible ``gpus`` (:func:`visible_gpus`); ``per_worker``
+    GPUs each (``sweep.nproc``: a trial on several GPUs)."""
     spec = spec.strip()
     if spec == "cpu":
         return [""] * workers
     if spec == "auto":
         if not gpus:
             return [None] * workers  # a CPU machine
-        if workers > len(gpus):
+        need = workers * per_worker
+        if need > len(gpus):
+            shared = ",".join("+".join(gpus[:per_worker]) for _ in range(workers))
             raise ConfigError(
-                f"sweep.devices: {workers} workers but {len(gpus)} visible GPUs "
-                f"({','.join(gpus)}); use at most {len(gpus)} workers, or list the "
-                f"devices to share cards on purpose (e.g. sweep.devices="
-                f"{','.join(gpus[i % len(gpus)] for i in range(workers))})"
+                f"sweep.devices: {workers} workers x {per_worker} GPUs but {len(gpus)} "
+                f"visible GPUs ({','.join(gpus)}); use fewer workers, or list the devices "
+                f"to share cards on purpose (e.g. sweep.devices={shared})"
             )
-        return gpus[:workers]
-    ids = [d.strip() for d in spec.split(",")]
+        return [",".join(gpus[i * per_worker : (i + 1) * per_worker]) for i in range(workers)]
+    groups = [g.strip() for g in spec.split(",")]
+    ids = [d.strip() for g in groups for d in g.split("+")]
     if not all(ids):
-        raise ConfigError(f"sweep.devices: {spec!r} is not auto, cpu or GPU ids like 0,1")
-    unknown = [d for d in ids if d not in gpus]
+        raise ConfigError(
+            f"sweep.devices: {spec!r} is not auto, cpu or GPU ids like 0,1 (0+1,2+3: two "
+            f"GPUs per worker)"
+        )
+    unknown = sorted(set(ids) - set(gpus))
     if unknown:
         raise ConfigError(
             f"sweep.devices: GPU {','.join(unknown)} is not visible here "
             f"(visible: {','.join(gpus) or 'none'})"
         )
-    if len(ids) < workers:
+    if len(groups) < workers:
         raise ConfigError(
-            f"sweep.devices: {len(ids)} devices listed ({spec}) for {workers} workers; "
+            f"sweep.devices: {len(groups)} devices listed ({spec}) for {workers} workers; "
             f"list one per worker"
         )
-    return ids[:workers]
+    bad = [g for g in groups[:workers] if len(g.split("+")) != per_worker]
+    if bad:
+        raise ConfigError(
+            f"sweep.devices: sweep.nproc={per_worker} needs {per_worker} GPUs per worker, "
+            f"joined with + (e.g. 0+1,2+3); got {bad[0]}"
+        )
+    return [g.replace("+", ",") for g in groups[:workers]]
 
 
 def device_env(device: str | None) -> dict[str, str]:

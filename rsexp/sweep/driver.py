@@ -150,7 +150,7 @@ def sweep(
             f"sweep.objective: {cfg.sweep.objective} needs a validation split, but "
             f"data.val_fraction is 0; the test split never chooses"
         )
-    devices = worker_devices(cfg.sweep.devices, workers, visible_gpus())
+    devices = worker_devices(cfg.sweep.devices, workers, visible_gpus(), cfg.sweep.nproc)
     # Check the data is there, read the index, decode the clip cache and load the guidance
     # once, here: the workers start on a warm cache and a data problem (missing data
     # first) stops the sweep before anything is created.

@@ -4,6 +4,7 @@ one tracked experiment (``rsexp sweep`` starts these as ``rsexp sweep-worker``).
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import optuna
@@ -41,10 +42,11 @@ class Objective:
         paths: SweepPaths,
         parent: str | None,
         console: Console,
+        storage_url: str = "",
     ):
         self.cfg, self.overrides = cfg, overrides
         self.study_name, self.paths, self.parent = study_name, paths, parent
-        self.console = console
+        self.console, self.storage_url = console, storage_url
 
     def __call__(self, trial: optuna.Trial) -> float:
         # Storage writes finish whole: a Ctrl-C inside SQLAlchemy could leave the
@@ -59,11 +61,15 @@ class Objective:
             if prune:
                 raise StopRun(f"pruned at epoch {record['epoch']}")
 
-        cfg = load_config(None, self._overrides(knobs, trial.number))
+        overrides = self._overrides(knobs, trial.number)
+        cfg = load_config(None, overrides)
         try:
-            result = run_or_resume(
-                cfg, run_dir, console=Console(file=io.StringIO()), on_epoch=report
-            )
+            if self.cfg.sweep.nproc > 1:  # the sweep settings are the worker's
+                summary = self._distributed(trial, run_dir, overrides)
+            else:
+                summary = run_or_resume(
+                    cfg, run_dir, console=Console(file=io.StringIO()), on_epoch=report
+                ).summary
         except StopRun as e:
             self._link(trial, run_dir)
             raise optuna.TrialPruned(str(e)) from None
@@ -75,7 +81,40 @@ class Objective:
             self._link(trial, run_dir)
             raise
         self._link(trial, run_dir)
-        return float(result.summary[self.cfg.sweep.objective])
+        return float(summary[self.cfg.sweep.objective])
+
+    def _distributed(self, trial: optuna.Trial, run_dir: Path, overrides: list[str]) -> dict:
+        """The trial on ``sweep.nproc`` processes (torchrun, :mod:`rsexp.sweep.ddp_trial`);
+        its output goes to ``<run folder>/torchrun.log``. Returns the run's summary."""
+        import signal
+        import subprocess
+
+        from rsexp.config import flatten, to_dict
+        from rsexp.sweep.ddp_trial import PRUNED, command
+
+        # the sweep's own settings too (objective, pruner): rank 0 reports to the study
+        sweep = [f"{k}={json.dumps(v)}" for k, v in flatten(to_dict(self.cfg)).items()
+                 if k.startswith("sweep.")]  # fmt: skip
+        cmd = command(self.cfg.sweep.nproc, self.study_name, self.storage_url,
+                      trial._trial_id, str(run_dir), [*overrides, *sweep])  # fmt: skip
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "torchrun.log", "a") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                rc = proc.wait()
+            except KeyboardInterrupt:  # passed on once; the ranks checkpoint and stop
+                proc.send_signal(signal.SIGINT)
+                proc.wait()
+                raise
+        summary = RunDir(run_dir).summary() or {}
+        if rc == PRUNED:
+            raise StopRun(summary.get("error") or "pruned")
+        if rc == 130:
+            raise KeyboardInterrupt("distributed trial interrupted")
+        if rc != 0 or summary.get("status") != "finished":
+            why = summary.get("error") or f"torchrun exited with {rc}"
+            raise RuntimeError(f"{why} (log: {run_dir / 'torchrun.log'})")
+        return summary
 
     def _start(self, trial: optuna.Trial) -> tuple[Path, dict]:
         """Sample the knobs and link the trial to its run folder. A re-run (of a trial
@@ -147,7 +186,9 @@ def run_worker(
     study = open_study(study_name, storage, cfg, trial_epochs(cfg))
     paths = sweep_paths(cfg, study_name)
     parent = study.user_attrs.get(PARENT_ATTR)
-    objective = Objective(cfg, flat_overrides(cfg), study_name, paths, parent, console)
+    objective = Objective(
+        cfg, flat_overrides(cfg), study_name, paths, parent, console, storage_url
+    )
     k = cfg.sweep.stop_after_failures
 
     def stop_when_done(study: optuna.Study, _trial) -> None:
