@@ -22,11 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import pydantic
-import wandb_workspaces.reports.v2 as wr
-import wandb_workspaces.workspaces as ws
+
+# wandb-workspaces still declares its models with pydantic v1 validators
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"wandb_workspaces\.")
+import wandb_workspaces.reports.v2 as wr  # noqa: E402
+import wandb_workspaces.workspaces as ws  # noqa: E402
 
 # Fig. 5's four panels are total, accuracy, spatial and temporal; CE completes the sum
 LOSSES = ["loss/total", "loss/ce", "loss/spatial", "loss/temporal"]
