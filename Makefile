@@ -71,8 +71,10 @@ browser:
 		echo "installed chromium (for tests/test_dashboard.py)"; } || \
 		echo "chromium not installed: the dashboards' browser test will be skipped"
 
+# two test processes, whole files each (a file's tests share fixtures and run in order)
+TEST_PROCS ?= 2
 test: setup browser
-	$(BIN)/pytest -q $(ARGS)
+	$(BIN)/pytest -q -n $(TEST_PROCS) --dist loadfile $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

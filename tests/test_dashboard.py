@@ -34,14 +34,16 @@ def get_json(url: str, data: dict | None = None):
         return json.loads(r.read())
 
 
-@pytest.fixture
-def served(tmp_path):
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
     """``dashboards/serve.py`` on free ports over an MLflow store holding a sweep trial's
     run (``trial-0001``, with ``loss/spatial``) and a 2-trial study; yields
-    ``(urls, run_id)``; Ctrl-C at the end, and both servers must be gone."""
+    ``(urls, run_id)``; Ctrl-C at the end, and both servers must be gone. Started once
+    for this file's tests (the servers take ~15 s to answer)."""
     from rsexp.track.base import RunInfo
     from rsexp.track.mlflow_writer import MlflowWriter
 
+    tmp_path = tmp_path_factory.mktemp("served")
     runs = tmp_path / "runs"
     writer = MlflowWriter(f"sqlite:///{runs / 'mlflow.db'}", "", runs)
     tags = {"dataset": "synthetic", "stage": "trial", "sweep": "synthetic-tsvit"}

@@ -305,14 +305,3 @@ def test_a_sweep_whose_trials_all_fail_the_same_way_stops_and_says_why(
     for t in trials:
         summary = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
         assert summary["status"] == "failed" and "'timesformer' only" in summary["error"]
-
-
-def test_trials_only_leaves_confirmation_to_another_machine(tiny, tmp_path, capsys):
-    """rsexp sweep --trials-only (a second machine on the same study): its workers run
-    trials until the budget is spent, then it stops: no confirmation run, no table."""
-    over = [*tiny, *FAST, "track.backends=[]"]
-    assert main(["sweep", "--config", CONFIG, "--trials", "2", "--trials-only", *over]) == 0
-    assert "--trials-only: no confirmation runs or tables" in capsys.readouterr().out
-    root = tmp_path / "runs" / "synthetic" / "sweep-synthetic-tsvit"
-    assert sorted(p.name for p in root.glob("trial-*")) == ["trial-0000", "trial-0001"]
-    assert not (root / "confirm").exists() and not (root / "reports").exists()

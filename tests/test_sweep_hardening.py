@@ -259,12 +259,16 @@ def test_sweep_workers_and_jobs_start_on_their_assigned_gpus(tiny, tmp_path, mon
     assert got["c"] in ("0", "1")  # the slot that freed first
 
 
-def test_a_trial_on_two_processes_reports_to_the_study(tiny, tmp_path):
+def test_a_trial_on_two_processes_reports_to_the_study(tiny, tmp_path, capsys):
     """sweep.nproc=2: the trial trains under torchrun (2 gloo processes), rank 0 reports
-    every epoch to Optuna, and the trial's value is its run's val/top1."""
+    every epoch to Optuna, and the trial's value is its run's val/top1. --trials-only (a
+    study's other machine): trials until the budget is spent, no confirmation, no table."""
     over = [*tiny, "sweep.epochs=2", "sweep.nproc=2", "sweep.pruner=none",
             "track.backends=[local]"]  # fmt: skip
     assert main(["sweep", "--config", CONFIG, "--trials", "1", "--trials-only", *over]) == 0
+    assert "--trials-only: no confirmation runs or tables" in capsys.readouterr().out
+    root = tmp_path / "runs" / "synthetic" / "sweep-synthetic-tsvit"
+    assert not (root / "confirm").exists() and not (root / "reports").exists()
     cfg = load_config(CONFIG, over)
     study = optuna.load_study(
         study_name="synthetic-tsvit",
