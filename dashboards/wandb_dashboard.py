@@ -32,20 +32,16 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"wandb_wo
 import wandb_workspaces.reports.v2 as wr  # noqa: E402
 import wandb_workspaces.workspaces as ws  # noqa: E402
 
+from rsexp.sweep import space as sp  # noqa: E402
+
 # Fig. 5's four panels are total, accuracy, spatial and temporal; CE completes the sum
 LOSSES = ["loss/total", "loss/ce", "loss/spatial", "loss/temporal"]
 ACCURACY = ["val/top1", "val/top5"]
 VAL_LOSSES = ["val/clip_loss", "val/loss_spatial"]
 OBJECTIVE = "val/top1"
-# the swept knobs (sweep.space), as the run's config names them
-KNOBS = [
-    "loss.lambda_s",
-    "loss.lambda_t",
-    "loss.tau",
-    "loss.segments.immediate",
-    "loss.segments.contextual",
-    "guidance.coverage",
-]
+# the swept knobs (sweep.space), as the run's config names them: the keys the sweep's
+# own overrides set, so a knob added or renamed there shows here too
+KNOBS = [o.split("=", 1)[0] for o in sp.to_overrides(dict.fromkeys(sp.KNOBS, 0.5))]
 X = "epoch"  # every metric is logged against the epoch (one W&B step per epoch)
 
 
@@ -173,7 +169,6 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="spec JSON (default <runs>/wandb-dashboard.json)")
     p.add_argument("--offline", action="store_true", help="write the spec only")
     args = p.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from rsexp.track.wandb_writer import logged_in
 
     runs = Path(args.runs)
