@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
     err = Console(stderr=True)
+    if getattr(args, "nproc", 1) < 1:
+        err.print(f"[red]error:[/] --nproc {args.nproc}: give 1 or more processes")
+        return 2
     if getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ:
         from rsexp.experiment.distributed import launch
 

@@ -131,10 +131,34 @@ def test_segments_follow_the_paper():
     assert (s["im"], s["ctx"], s["nar"]) == (slice(0, 2), slice(2, 8), slice(0, 10))
     s = segment_slices(10, 0.3, 0.4, "end")
     assert (s["im"], s["ctx"]) == (slice(7, 10), slice(3, 7))
-    tiny = segment_slices(2)
+    tiny = segment_slices(3)
     assert all(sl.stop - sl.start >= 1 for sl in tiny.values())
     with pytest.raises(ValueError):
         segment_slices(8, 0.0, 0.6)
+
+
+@pytest.mark.parametrize("T", range(3, 65))
+@pytest.mark.parametrize("immediate, share", [(0.2, 1.0), (0.1, 0.6), (0.3, 1.0), (0.25, 0.8)])
+def test_segments_stay_disjoint_after_rounding(T, immediate, share):
+    contextual = share * (1 - 2 * immediate)  # the sweep's parametrisation
+    for at in ("start", "end"):
+        try:
+            s = segment_slices(T, immediate, contextual, at)
+        except ValueError as e:  # refused, naming both, only where a frame cannot fit
+            assert "immediate segment" in str(e) and "contextual segment" in str(e)
+            assert round(immediate * T) == 0 or round((1 - contextual) * T / 2) == 0
+            continue
+        im, ctx = set(range(T)[s["im"]]), set(range(T)[s["ctx"]])
+        assert im and ctx and not im & ctx, (T, s)
+        assert min(ctx) == T - 1 - max(ctx)  # centred
+
+
+def test_eight_frames_keep_the_paper_segments_apart():
+    # rounding each length on its own gave immediate 0:2 and contextual 1:6
+    s = segment_slices(8)
+    assert (s["im"], s["ctx"]) == (slice(0, 2), slice(2, 6))
+    with pytest.raises(ValueError, match=r"2 temporal tokens.*frames 0:1.*frames 0:2"):
+        segment_slices(2)
 
 
 # --------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from rsexp.core.models import load_pretrained
 from rsexp.core.registry import UnknownNameError, create_model, list_models
 from rsexp.core.settings import ModelConfig
 
-B, T, C, S = 2, 4, 5, 16
+B, T, C, S = 2, 6, 5, 16  # ViViT: 3 tubelets, enough for disjoint segments
 SMALL = dict(embed_dim=16, depth=2, temporal_depth=1, num_heads=2, mlp_ratio=2.0)
 
 

@@ -78,6 +78,13 @@ def test_missing_real_dataset_stops_with_instructions(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()  # stopped before creating anything
 
 
+def md_rows(path: Path) -> list[list[str]]:
+    """A Markdown table's body rows, cells stripped of bold."""
+    lines = [x for x in path.read_text().splitlines() if x.startswith("| ")][1:]
+    rows = [[c.strip().replace("**", "") for c in x.strip("|").split("|")] for x in lines]
+    return [r for r in rows if set(r) != {"---"}]
+
+
 def study_of(tmp_path, storage=None, name="synthetic-tsvit"):
     url = storage or f"sqlite:///{(tmp_path / 'runs' / 'synthetic' / 'optuna.db').resolve()}"
     return optuna.load_study(study_name=name, storage=url)
@@ -138,9 +145,49 @@ def test_cli_sweep_three_trials(tiny, tmp_path, monkeypatch):
     assert stages.count("trial") == 3 and stages.count("confirm") == len(confirm_dirs)
     assert {r.data.tags["sweep"] for r in children} == {"synthetic-tsvit"}
     assert client.get_run(parent).info.status == "FINISHED"
+    # every confirmation run gets numbers of its own (the tiny runs all score alike),
+    # in its folder and in MLflow; the sweep's tables are then written again from them
+    for i, d in enumerate(sorted(confirm_dirs)):
+        summary = json.loads((d / "summary.json").read_text())
+        mlflow_id = json.loads((d / "trackers.json").read_text())["mlflow"]["run_id"]
+        new = {"test/top1": 20.0 + 7.0 * i, "test/top5": 60.0 + 3.0 * i,
+               "test/clip_loss": 2.0 - 0.1 * i}  # fmt: skip
+        summary.update(new)
+        (d / "summary.json").write_text(json.dumps(summary))
+        for k, v in new.items():
+            client.log_metric(mlflow_id, k, v, step=1000)
     # running the same command again continues the finished study: no new trial
     assert main(["sweep", "--config", CONFIG, "--trials", "3", *tiny, *FAST]) == 0
     assert len(study_of(tmp_path).get_trials()) == len(trials)
+    # `rsexp tables` over the runs folder and over the MLflow store gives the sweep's own
+    # comparison and ablation numbers (the ablation's runs are not pooled into + RS)
+    reports = tmp_path / "runs" / "synthetic" / "sweep-synthetic-tsvit" / "reports"
+    own = {r[1]: r[2:] for r in md_rows(reports / "comparison.md")}
+    own_ablation = {r[2]: r[3:] for r in md_rows(reports / "ablation.md")}
+    assert set(own) == {"TSViT", "TSViT + RS"} and len(own_ablation) == 4
+    for source in (str(tmp_path / "runs"), f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"):
+        out = tmp_path / f"tables-{len(source)}"
+        assert main(["tables", "--source", source, "--out", str(out)]) == 0
+        table1 = {r[1]: r[2:] for r in md_rows(out / "table1.md")}
+        for label, cells in own.items():
+            assert table1[label] == cells, (source, label, table1)
+        assert {"TSViT + spatial", "TSViT + temporal"} <= set(table1)  # rows of their own
+        ablation = {r[2]: r[3:] for r in md_rows(out / "ablation.md")}
+        assert ablation == own_ablation, source
+    # Fig. 5 of the confirmation runs (no validation split): four panels with curves,
+    # accuracy is training accuracy with the test point, no band below zero
+    from rsexp.report.collect import collect
+    from rsexp.report.figures import fig5_data
+
+    panels = fig5_data([r for r in collect(str(tmp_path / "runs")) if r.stage == "confirm"])
+    (panels,) = panels.values()
+    assert len(panels) == 4 and all(panels.values()), panels.keys()
+    (acc,) = [t for t in panels if t.startswith("Accuracy")]
+    assert "train top-1" in acc and all(c.point is not None for c in panels[acc])
+    for curves in panels.values():
+        assert len({c.label for c in curves}) == len(curves) == len(table1)
+        for c in curves:
+            assert len(c.x) == 2 and (c.low >= 0).all() and (c.low <= c.mean).all()
 
 
 def _postgres_url() -> str:
@@ -288,20 +335,22 @@ def test_interrupt_and_rerun_finishes_exactly_the_budget(tiny, tmp_path, monkeyp
 def test_a_sweep_whose_trials_all_fail_the_same_way_stops_and_says_why(
     tiny, tmp_path, monkeypatch, capsys
 ):
-    """Every trial hits the same error (here: weights for the wrong model): the sweep
-    stops after sweep.stop_after_failures of them instead of spending its budget."""
+    """Every trial hits the same error (here: a learning rate that blows the weights up
+    at the first step): the sweep stops after sweep.stop_after_failures of them instead
+    of spending its budget. (A wrong setting the config can tell, e.g. weights for the
+    wrong model, stops the sweep before its first trial: tests/test_train.py.)"""
     monkeypatch.chdir(tmp_path)
-    bad = [*tiny, *FAST, "track.backends=[local]", f"model.pretrained={tmp_path / 'w.pth'}"]
+    bad = [*tiny, *FAST, "track.backends=[local]", "optim.lr=1e30", "optim.warmup_epochs=0"]
     code = main(
         ["sweep", "--config", CONFIG, "--trials", "6", *bad, "sweep.stop_after_failures=2"]
     )
     assert code == 1
     err = " ".join(capsys.readouterr().err.split())
-    assert "stopped before its budget" in err and "'timesformer' only" in err
+    assert "stopped before its budget" in err and "non-finite loss" in err
     trials = study_of(tmp_path).get_trials()
     assert len(trials) == 2 and all(t.state == TrialState.FAIL for t in trials)
-    assert all("'timesformer' only" in t.user_attrs["fail_reason"] for t in trials)
+    assert all("non-finite loss" in t.user_attrs["fail_reason"] for t in trials)
     # each failed trial's run folder says so too
     for t in trials:
         summary = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
-        assert summary["status"] == "failed" and "'timesformer' only" in summary["error"]
+        assert summary["status"] == "failed" and "non-finite loss" in summary["error"]

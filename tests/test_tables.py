@@ -222,3 +222,76 @@ def test_figures_fig5_across_seeds_and_study_plots(runs, tmp_path):
     assert "plotly" in (tmp_path / "s" / "slice.html").read_text()[:5000].lower()
     assert main(["figures", "--source", str(runs)]) == 0
     assert (runs / "figures" / "fig5_ucf50.png").is_file()
+
+
+def test_plain_runs_of_different_configs_are_separate_rows(tiny, tmp_path, capsys):
+    """`make train` twice with different lambda_s: two rows named by what differs, each
+    against the one baseline (same config, both terms off); never one pooled "+ RS"."""
+    config = str(Path(__file__).resolve().parents[1] / "sweeps" / "synthetic.yaml")
+    baseline = ["loss.lambda_s=0", "loss.lambda_t=0"]
+    for extra in (["loss.lambda_s=1"], ["loss.lambda_s=2"], baseline):
+        assert main(["train", "-c", config, *tiny, "train.epochs=1", *extra]) == 0
+    runs = tmp_path / "runs"
+    assert main(["tables", "--source", str(runs), "--format", "md"]) == 0
+    rows = {r[1]: r for r in md_rows(runs / "tables" / "table1.md")}
+    assert set(rows) == {"TSViT", "TSViT + RS (λ_s = 1)", "TSViT + RS (λ_s = 2)"}, rows
+    top1 = sorted(
+        json.loads((d / "summary.json").read_text())["test/top1"]
+        for d in (runs / "synthetic").iterdir()
+    )
+    shown = sorted(float(r[2].split()[0].strip("*")) for r in rows.values())
+    assert shown == pytest.approx(top1, abs=0.005)  # each row is one run, n = 1
+    assert " ± " not in "".join(r[2] for r in rows.values())
+
+
+def test_two_runs_of_one_config_and_seed_are_one_run_with_a_note(runs, tmp_path):
+    again = runs / "ucf50" / "ucf50-tsvit-rs-s0-again"
+    again.mkdir()
+    for f in ("config.yaml", "metrics.jsonl"):
+        (again / f).write_text((runs / "ucf50" / "ucf50-tsvit-rs-s0" / f).read_text())
+    summary = json.loads((runs / "ucf50" / "ucf50-tsvit-rs-s0" / "summary.json").read_text())
+    (again / "summary.json").write_text(json.dumps({**summary, "run_id": again.name}))
+    _, problems, _ = write_tables(select(collect(str(runs)), None, None), tmp_path / "o", "x")
+    rows = md_rows(tmp_path / "o" / "table1.md")
+    assert rows[1][:3] == ["ucf50", "TSViT + RS", "**72.00 ± 2.00** (+16.13%)"]  # n = 3
+    assert "mean ± std over n = 1/3 seeds" in (tmp_path / "o" / "table1.md").read_text()
+    (note,) = [p for p in problems if "seed 0 has 2 finished runs" in p]
+    assert "ucf50-tsvit-rs-s0-again" in note
+
+
+def test_rows_are_configurations_not_methods(tmp_path):
+    """Runs tagged alike (rs, stage confirm) but trained with other settings are other
+    rows; the ablation is found by its configs."""
+    root = tmp_path / "runs"
+    base = {"loss": {"lambda_s": 1.0, "lambda_t": 0.5, "tau": 1.0}, "model": {"pretrained": ""},
+            "track": {"tags": {"stage": "confirm"}}}  # fmt: skip
+    variants = {  # name: (lambda_s, lambda_t, seeds, top1 per seed)
+        "rs": (1.0, 0.5, (0, 1, 2), (70.0, 72.0, 74.0)),
+        "spatial": (1.0, 0.0, (0,), (66.0,)),
+        "temporal": (0.0, 0.5, (0,), (64.0,)),
+        "baseline": (0.0, 0.0, (0, 1, 2), (60.0, 62.0, 64.0)),
+    }
+    for name, (ls, lt, seeds, tops) in variants.items():
+        for seed, top1 in zip(seeds, tops, strict=True):
+            method = "baseline" if ls == lt == 0 else "rs"
+            run_id = write_run(root, "ucf50", "tsvit", method, seed, metrics_of(top1, 90.0, 1.0))
+            d = root / "ucf50" / run_id
+            d.rename(d.with_name(f"{name}-s{seed}"))
+            cfg = {**base, "loss": {**base["loss"], "lambda_s": ls, "lambda_t": lt}}
+            (d.with_name(f"{name}-s{seed}") / "config.yaml").write_text(yaml.safe_dump(cfg))
+    files, problems, shown = write_tables(collect(str(root)), tmp_path / "o", "src", ("md",))
+    assert problems == []
+    rows = {r[1]: r[2] for r in md_rows(tmp_path / "o" / "table1.md")}
+    assert rows == {
+        "TSViT": "62.00 ± 2.00",
+        "TSViT + RS": "**72.00 ± 2.00** (+16.13%)",
+        "TSViT + spatial": "66.00 (+10.00%)",  # against the baseline's seed 0 (60)
+        "TSViT + temporal": "64.00 (+6.67%)",
+    }
+    ablation = {r[2]: r[3] for r in md_rows(tmp_path / "o" / "ablation.md")}
+    assert ablation == {
+        "CE only": "60.00",
+        "+ spatial": "66.00 (+10.00%)",
+        "+ temporal": "64.00 (+6.67%)",
+        "+ both": "**70.00** (+16.67%)",
+    }

@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -63,10 +64,41 @@ def test_cli_bad_override_exits_2_naming_the_key(tiny, capsys):
     assert "loss.lamda_t" in capsys.readouterr().err
 
 
+def mlflow_run(tmp_path, run_dir):
+    from mlflow import MlflowClient
+
+    run_id = json.loads((run_dir / "trackers.json").read_text())["mlflow"]["run_id"]
+    return MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}").get_run(run_id)
+
+
 def test_unknown_model_lists_valid_names(tiny):
     cfg = load_config(CONFIG, [*tiny, "model.name=resnet"])
     with pytest.raises(UnknownNameError, match="valid models"):
         train(cfg)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.name=tsvt", "unknown model 'tsvt'"),
+        ("data.name=ucf5O", "unknown dataset 'ucf5O'"),
+        ("data.name=ucf50", "UCF50.rar"),  # known, but not downloaded
+        ("model.patch_size=5", "frame size 16 is not a multiple of patch 5"),
+        # a frame count the paper's segments cannot fit apart, named with both
+        ("data.num_frames=2", "immediate segment .* contextual segment"),
+    ],
+)
+def test_a_typo_costs_nothing(tiny, tmp_path, capsys, override, message):
+    """Found before any run folder, MLflow store, experiment or run exists."""
+    assert main(["train", "--config", CONFIG, *tiny, override]) == 2
+    assert re.search(message, " ".join(capsys.readouterr().err.split()))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_nproc_zero_is_an_error(tiny, tmp_path, capsys):
+    assert main(["train", "--config", CONFIG, *tiny, "--nproc", "0"]) == 2
+    assert "--nproc 0" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_stop_and_resume_equals_uninterrupted(tiny, tmp_path):
@@ -74,8 +106,14 @@ def test_stop_and_resume_equals_uninterrupted(tiny, tmp_path):
     full = train(load_config(CONFIG, over), run_dir=tmp_path / "runs" / "full")
     part = train(load_config(CONFIG, over), run_dir=tmp_path / "runs" / "part", until_epoch=2)
     assert [h["epoch"] for h in part.history] == [1, 2]
-    assert not (part.run_dir / "summary.json").exists()
+    # the record says what happened: stopped on purpose, resumable, in one word everywhere
+    stopped = json.loads((part.run_dir / "summary.json").read_text())
+    assert stopped["status"] == "stopped" and stopped["epochs"] == 2
+    assert "--until-epoch 2 of 4" in stopped["error"]
+    assert mlflow_run(tmp_path, part.run_dir).data.tags["status"] == "stopped"
     done = resume(part.run_dir)
+    assert json.loads((done.run_dir / "summary.json").read_text())["status"] == "finished"
+    assert mlflow_run(tmp_path, done.run_dir).data.tags["status"] == "finished"
     assert [h["epoch"] for h in read_metrics(done.run_dir)] == [1, 2, 3, 4]
 
     def strip(hist):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from videos import level, make_ucf50, real_cfg, segfault_on_boom, write_video
+from videos import TINY_TSVIT, level, make_ucf50, real_cfg, segfault_on_boom, write_video
 
 from rsexp.cli import main
 from rsexp.config import load_config
@@ -342,6 +342,15 @@ def test_real_dataset_without_guidance_trains_the_baseline_only(tmp_path):
         build_data(real_cfg(tmp_path))
     data = build_data(real_cfg(tmp_path, "loss.lambda_s=0", "loss.lambda_t=0"))
     assert len(data.train) + len(data.val) == 6 and data.guided_frame_fraction == 0
+    # and it trains through the command, default trackers on, recording "no guidance"
+    args = ["train", "-c", str(ROOT / "sweeps" / "ucf50.yaml"), f"data.root={tmp_path / 'data'}",
+            f"train.runs_dir={tmp_path / 'runs'}", "data.num_frames=4", "data.frame_size=16",
+            "data.decode_workers=1", *TINY_TSVIT, "train.epochs=1", "train.threads=1",
+            "loss.lambda_s=0", "loss.lambda_t=0"]  # fmt: skip
+    assert main(args) == 0
+    (run_dir,) = (tmp_path / "runs" / "ucf50").iterdir()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
+    assert json.loads((run_dir / "params.json").read_text())["guidance.digest"] == "none"
 
 
 def test_ctrl_c_while_decoding_keeps_what_is_decoded(tmp_path):

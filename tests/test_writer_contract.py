@@ -3,13 +3,15 @@ offline pass the same cases (the ``Writer`` docstring states the contract)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import pytest
+from wandb_records import config_updates, summary
 
 from rsexp.config import TrackConfig
-from rsexp.track import RunInfo, build_writer
+from rsexp.track import RunInfo, RunStatus, build_writer
 
 BACKENDS = ["local", "mlflow", "wandb"]
 
@@ -29,7 +31,7 @@ def writer(name: str, tmp_path):
 def start(name: str, tmp_path, ref=None, ledger=None):
     w = writer(name, tmp_path)
     run_dir = tmp_path / "run"
-    run_dir.mkdir(exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     got = w.start(RunInfo(run_dir, "contract", "exp", {"stage": "test", "odd": "a@b"}, ref))
     w.restore(ledger or {})
     return w, got
@@ -63,6 +65,16 @@ def test_writer_contract(name, tmp_path, offline_wandb):
     w2.finish("FINISHED")
 
 
+def held_params(name: str, w, tmp_path) -> list[tuple[str, str]]:
+    """Every (key, value) the backend recorded, in order (a key twice if logged twice)."""
+    if name == "local":
+        return list(json.loads((tmp_path / "run" / "params.json").read_text()).items())
+    if name == "mlflow":
+        return sorted(w.client.get_run(w.run_id).data.params.items())
+    files = sorted((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
+    return [(k, str(v)) for f in files for k, v in config_updates(f)]
+
+
 @pytest.mark.parametrize("name", BACKENDS)
 def test_params_are_not_logged_twice_on_reattach(name, tmp_path, offline_wandb):
     w, ref = start(name, tmp_path)
@@ -72,3 +84,24 @@ def test_params_are_not_logged_twice_on_reattach(name, tmp_path, offline_wandb):
     w2, _ = start(name, tmp_path, ref=ref, ledger=ledger)
     w2.log_params({"a": "1", "b": "2"})  # MLflow rejects a changed param; same is fine
     w2.finish("FINISHED")
+    held = held_params(name, w2, tmp_path)
+    if name == "wandb":
+        # a W&B config is one mapping per run; an offline session cannot see what an
+        # earlier one sent, so it sends its whole config: the last value per key counts
+        assert dict(held) == {"a": "1", "b": "2"}, held
+    else:  # one param per key, with its one value
+        assert sorted(held) == [("a", "1"), ("b", "2")], held
+
+
+@pytest.mark.parametrize("name", ["mlflow", "wandb"])
+def test_the_final_status_is_one_word_in_every_backend(name, tmp_path, offline_wandb):
+    for status in RunStatus:
+        w, _ = start(name, tmp_path / status.value)
+        w.finish(status)
+        if name == "mlflow":
+            run = w.client.get_run(w.run_id)
+            assert run.data.tags["status"] == status.value
+            assert run.info.status == status.mlflow
+        else:
+            (f,) = (tmp_path / status.value / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+            assert summary(f)["status"] == status.value

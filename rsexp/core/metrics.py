@@ -137,23 +137,26 @@ def segmentation_scores(pred, gt, background=()) -> dict[str, float]:
     Args:
         pred, gt: [F] integer labels per frame (e.g. a 30-minute video at 10 fps is
             18,000 frames).
-        background: labels left out of every score (frames whose true label is one of
-            them do not count for MoF; their segments are not segments).
+        background: labels whose runs are not segments (left out of Edit and F1, as
+            MS-TCN's evaluation does); MoF still counts their frames.
 
     Returns:
-        ``{"mof", "edit", "f1@10", "f1@25", "f1@50"}``: MoF = frame accuracy; Edit =
-        (1 - Levenshtein(pred segments, true segments) / max of their counts) x 100;
-        F1@k with IoU >= k / 100.
+        ``{"mof", "mof_fg", "edit", "f1@10", "f1@25", "f1@50"}``: MoF = frame accuracy
+        over every frame; ``mof_fg`` = frame accuracy over the frames whose true label
+        is not background; Edit = (1 - Levenshtein(pred segments, true segments) / max
+        of their counts) x 100; F1@k with IoU >= k / 100.
     """
     pred, gt = np.asarray(pred).ravel(), np.asarray(gt).ravel()
     if pred.shape != gt.shape:
         raise ValueError(f"pred has {pred.size} frames, gt {gt.size}")
-    counted = ~np.isin(gt, np.asarray(background, dtype=gt.dtype))
-    mof = 100.0 * float((pred == gt)[counted].mean()) if counted.any() else 0.0
+    hit = pred == gt
+    fg = ~np.isin(gt, np.asarray(background, dtype=gt.dtype))
+    mof = 100.0 * float(hit.mean()) if hit.size else 0.0
+    mof_fg = 100.0 * float(hit[fg].mean()) if fg.any() else 0.0
     p_seg, g_seg = segments(pred, background), segments(gt, background)
     longest = max(p_seg[0].size, g_seg[0].size)
     edit = 100.0 * (1 - edit_distance(p_seg[0], g_seg[0]) / longest) if longest else 100.0
-    out = {"mof": mof, "edit": edit}
+    out = {"mof": mof, "mof_fg": mof_fg, "edit": edit}
     for k in (10, 25, 50):
         out[f"f1@{k}"] = f1_at(p_seg, g_seg, k / 100)
     return out
@@ -161,14 +164,16 @@ def segmentation_scores(pred, gt, background=()) -> dict[str, float]:
 
 class SegmentationMeter:
     """Scores over many videos, as the action-segmentation literature reports them
-    (MS-TCN's evaluation): MoF over all counted frames; Edit the mean over videos; F1@k
-    from true / false positives and false negatives summed over videos."""
+    (MS-TCN's evaluation): MoF over every frame of every video (background included;
+    ``mof_fg`` over the foreground frames only); Edit the mean over videos; F1@k from
+    true / false positives and false negatives summed over videos, background runs not
+    being segments."""
 
     KS = (10, 25, 50)
 
     def __init__(self, background=()):
         self.background = tuple(background)
-        self.correct = self.frames = 0
+        self.correct = self.frames = self.fg_correct = self.fg_frames = 0
         self.edits: list[float] = []
         self.counts = {k: np.zeros(3, dtype=np.int64) for k in self.KS}
 
@@ -176,9 +181,12 @@ class SegmentationMeter:
         pred, gt = np.asarray(pred).ravel(), np.asarray(gt).ravel()
         if pred.shape != gt.shape:
             raise ValueError(f"pred has {pred.size} frames, gt {gt.size}")
-        counted = ~np.isin(gt, np.asarray(self.background, dtype=gt.dtype))
-        self.correct += int((pred == gt)[counted].sum())
-        self.frames += int(counted.sum())
+        hit = pred == gt
+        fg = ~np.isin(gt, np.asarray(self.background, dtype=gt.dtype))
+        self.correct += int(hit.sum())
+        self.frames += int(hit.size)
+        self.fg_correct += int(hit[fg].sum())
+        self.fg_frames += int(fg.sum())
         p_seg, g_seg = segments(pred, self.background), segments(gt, self.background)
         longest = max(p_seg[0].size, g_seg[0].size)
         dist = edit_distance(p_seg[0], g_seg[0])
@@ -187,9 +195,10 @@ class SegmentationMeter:
             self.counts[k] += f1_counts(p_seg, g_seg, k / 100)
 
     def scores(self) -> dict[str, float]:
-        """``{"mof", "edit", "f1@10", "f1@25", "f1@50"}`` on a 0-100 scale."""
+        """``{"mof", "mof_fg", "edit", "f1@10", "f1@25", "f1@50"}`` on a 0-100 scale."""
         out = {
             "mof": 100.0 * self.correct / self.frames if self.frames else 0.0,
+            "mof_fg": 100.0 * self.fg_correct / self.fg_frames if self.fg_frames else 0.0,
             "edit": float(np.mean(self.edits)) if self.edits else 0.0,
         }
         out.update({f"f1@{k}": _f1(*self.counts[k].tolist()) for k in self.KS})

@@ -81,9 +81,10 @@ def train_step(
 ) -> Sums:
     """One optimisation step. Returns named ``(sum, count)`` pairs, as 0-d tensors on
     the model's device (the step never waits for the device; :func:`read_sums` reads
-    many steps' pairs at once): every loss term and ``grad_norm`` weighted by the batch
-    size, except ``loss/spatial``, weighted by the number of guided frames (a batch
-    without guidance adds nothing to its mean rather than pulling it towards 0).
+    many steps' pairs at once): every loss term, ``grad_norm`` and ``train/top1`` (%)
+    weighted by the batch size, except ``loss/spatial``, weighted by the number of
+    guided frames (a batch without guidance adds nothing to its mean rather than
+    pulling it towards 0).
 
     Raises:
         NonFiniteLossError: with ``check_finite`` (one host-device sync), before any
@@ -125,6 +126,10 @@ def train_step(
     else:
         del sums["loss/spatial"]  # not computed on this step
     sums["grad_norm"] = (norm.detach().float() * B, B)
+    # training accuracy from the logits the step already has (Fig. 5's accuracy panel
+    # for runs without a validation split); dropout and augmentation are on
+    hits = (out.logits.detach().argmax(-1) == batch["label"]).sum()
+    sums["train/top1"] = (100.0 * hits.float(), B)
     return sums
 
 

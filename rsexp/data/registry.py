@@ -60,6 +60,16 @@ def check_available(data_cfg) -> None:
         )
 
 
+def check_dataset(data_cfg) -> None:
+    """The dataset is one rsexp knows and its files are where the config says."""
+    if data_cfg.name not in _DATASETS:
+        raise UnknownNameError(
+            f"data.name: unknown dataset {data_cfg.name!r}; valid datasets: "
+            f"{', '.join(list_datasets())}"
+        )
+    check_available(data_cfg)
+
+
 def register_dataset(fn=None, *, name: str | None = None):
     """Register a split builder under ``name`` (default: the function's name); a name
     registered twice is an error, as for models."""
@@ -81,9 +91,5 @@ def list_datasets() -> list[str]:
 def build_raw(name: str, data_cfg, grid: int, progress: Progress | None = None) -> RawSplits:
     """Both splits of dataset ``name``; real videos are decoded into the clip cache first
     (``progress`` reports that)."""
-    check_available(data_cfg)
-    if name not in _DATASETS:
-        raise UnknownNameError(
-            f"data.name: unknown dataset {name!r}; valid datasets: {', '.join(list_datasets())}"
-        )
+    check_dataset(data_cfg)
     return _DATASETS[name](data_cfg, grid, progress)

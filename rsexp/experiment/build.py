@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ import rsexp.core.models  # noqa: F401  (registers the models)
 from rsexp.config import Config, ConfigError
 from rsexp.core.models import load_pretrained
 from rsexp.core.optim import param_groups
-from rsexp.core.registry import create_model
+from rsexp.core.registry import UnknownNameError, create_model
 from rsexp.experiment.distributed import Dist, main_first
 from rsexp.experiment.inputs import Data, build_data
 
@@ -50,6 +51,47 @@ def build_model(cfg: Config, num_classes: int) -> torch.nn.Module:
             raise ConfigError("model.pretrained: weights load into 'timesformer' only")
         load_pretrained(model, cfg.model.pretrained)
     return model
+
+
+def preflight(cfg: Config) -> None:
+    """What a typo or a missing dataset fails on, checked before a run folder, a tracked
+    run or an MLflow experiment exists: the model's and the dataset's names, the
+    dataset's files, and the model's shape settings (the model is built on the meta
+    device: no memory, no weights), so that a wrong setting costs nothing.
+
+    Raises:
+        UnknownNameError, DatasetNotFoundError, ConfigError: naming the key.
+    """
+    from rsexp.core.registry import list_models
+    from rsexp.data.registry import check_dataset
+
+    check_dataset(cfg.data)
+    if cfg.model.name not in list_models():
+        raise UnknownNameError(
+            f"model.name: unknown model {cfg.model.name!r}; valid models: "
+            f"{', '.join(list_models())}"
+        )
+    if cfg.model.pretrained and cfg.model.name != "timesformer":
+        raise ConfigError("model.pretrained: weights load into 'timesformer' only")
+    if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
+        raise FileNotFoundError(f"model.pretrained: no such file: {cfg.model.pretrained}")
+    try:
+        with torch.device("meta"):
+            create_model(
+                cfg.model,
+                num_classes=2,
+                num_frames=cfg.data.num_frames,
+                img_size=cfg.data.frame_size,
+                guidance_grid=cfg.guidance.grid,
+                segments=cfg.loss.segments,
+            )
+    except ValueError as e:  # a shape the model cannot take (ConfigError is one too)
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(
+            f"model.{cfg.model.name} with data.num_frames={cfg.data.num_frames}, "
+            f"data.frame_size={cfg.data.frame_size}: {e}"
+        ) from None
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:

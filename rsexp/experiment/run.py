@@ -4,8 +4,9 @@ Setup, in order (both entry points): run folder and config -> tracked runs (an
 unreachable server fails before any work) -> :func:`~rsexp.experiment.build.build_run`
 (seed, device, data, model, optimiser) -> [resume: checkpoint state, then every backend
 given the epochs it lacks] -> header and params -> epochs. However a run ends, its
-``summary.json`` and every tracked run say how: finished, stopped (pruned or
-``--until-epoch``), killed (Ctrl-C/SIGTERM, checkpointed) or failed, with the reason.
+``summary.json`` and every tracked run say how, in one word (:class:`RunStatus`:
+finished, stopped (pruned or ``--until-epoch``), killed (Ctrl-C/SIGTERM, checkpointed)
+or failed, with the reason), recorded once by :mod:`rsexp.experiment.lifecycle`.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from rich.markup import escape
 
 from rsexp.config import Config, ConfigError, flatten, from_dict, to_dict
 from rsexp.experiment import distributed
-from rsexp.experiment.build import build_run
-from rsexp.experiment.interrupts import Interrupted, StopRun, sigterm_as_interrupt
+from rsexp.experiment.build import build_run, preflight
+from rsexp.experiment.lifecycle import Outcome, recorded
 from rsexp.experiment.loop import Trainer
 from rsexp.experiment.reporter import Reporter
 from rsexp.experiment.rundir import RunDir
-from rsexp.track import Tracker
+from rsexp.track import RunStatus, Tracker
 from rsexp.track.figures import loss_dynamics
 from rsexp.track.provenance import provenance, redact
 
@@ -83,19 +84,19 @@ def _params(trainer: Trainer) -> dict[str, str]:
 def _setup(
     cfg: Config,
     rd: RunDir,
-    console: Console | None,
+    outcome: Outcome,
     on_epoch,
     resumed: bool,
     d: distributed.Dist,
     source: RunDir | None = None,
 ) -> tuple[Trainer, dict]:
     """``rd``: where this process writes (a scratch folder on ranks other than 0);
-    ``source``: the run folder a resume reads (``rd`` by default)."""
+    ``source``: the run folder a resume reads (``rd`` by default). The tracker and the
+    trainer are handed to ``outcome`` as they are made."""
     source = source or rd
-    if not d.is_main:  # quiet, and mirrored nowhere: rank 0 prints and tracks
-        console = Console(file=io.StringIO())
+    reporter = outcome.reporter
+    if not d.is_main:  # mirrored nowhere: rank 0 tracks
         cfg = replace(cfg, track=replace(cfg.track, backends=()))
-    reporter = Reporter(console)
     state = None
     if resumed and source.has_checkpoint():
         # read (and check) the checkpoint before touching any tracked run: a bad one
@@ -105,37 +106,30 @@ def _setup(
             reporter.console.print(f"[yellow]{escape(note)}[/]")
     tracker = Tracker(cfg.track, rd.path, cfg.train.runs_dir, reporter.console)
     tracker.start(rd.name, cfg.experiment, _tags(cfg))
-    try:
-        parts = build_run(cfg, reporter.console, d)
-        if not resumed:
-            rd.write_splits(parts.data.split_ids(), cfg.data)
-        trainer = Trainer(parts, rd, tracker, reporter, on_epoch)
-        filled: dict = {}
-        if state is not None:
-            trainer.load_state(state)
-        reporter.header(cfg, rd.path, resumed)
-        reporter.setup(cfg, parts, tracker.run_ids)
-        tracker.log_params(_params(trainer))
-        if resumed:
-            filled = tracker.sync(trainer.history)
-    except KeyboardInterrupt:
-        tracker.finish("KILLED")
-        raise
-    except Exception as e:  # recorded on the tracked runs, then raised again
-        if not resumed:
-            rd.write_summary({"status": "failed", "error": f"{type(e).__name__}: {e}"})
-        tracker.finish("FAILED")
-        raise
+    outcome.tracker = tracker
+    parts = build_run(cfg, reporter.console, d)
+    if not resumed:
+        rd.write_splits(parts.data.split_ids(), cfg.data)
+    trainer = Trainer(parts, rd, tracker, reporter, on_epoch)
+    if state is not None:
+        trainer.load_state(state)
+    outcome.trainer = trainer
+    reporter.header(cfg, rd.path, resumed)
+    reporter.setup(cfg, parts, tracker.run_ids)
+    tracker.log_params(_params(trainer))
+    filled = tracker.sync(trainer.history) if resumed else {}
     return trainer, filled
 
 
-def _finish(trainer: Trainer, last_epoch: int) -> RunResult:
+def _finish(trainer: Trainer, last_epoch: int, outcome: Outcome) -> RunResult:
     cfg, rd, tracker = trainer.cfg, trainer.run_dir, trainer.tracker
-    if last_epoch < cfg.train.epochs:
-        tracker.finish("KILLED")
+    if last_epoch < cfg.train.epochs:  # --until-epoch: checkpointed, to be resumed
+        summary = outcome.end(
+            RunStatus.STOPPED, f"--until-epoch {last_epoch} of {cfg.train.epochs}"
+        )
         trainer.reporter.stopped(last_epoch, cfg.train.epochs, rd.path)
-        return RunResult(rd.path, {"status": "stopped", "epoch": last_epoch}, trainer.history)
-    summary = trainer.summary("finished")
+        return RunResult(rd.path, summary or {"status": "stopped"}, trainer.history)
+    trainer.summary(RunStatus.FINISHED.value)  # written before it is logged as a file
     figure = loss_dynamics(
         trainer.history,
         rd.figures / "loss_dynamics.png",
@@ -146,33 +140,39 @@ def _finish(trainer: Trainer, last_epoch: int) -> RunResult:
     if cfg.track.mlflow.log_checkpoints or cfg.track.wandb.log_checkpoints:
         for path in (rd.last_checkpoint, rd.best_checkpoint):
             tracker.log_artifact(path, "checkpoints")
-    tracker.finish("FINISHED")
+    summary = outcome.end(RunStatus.FINISHED)
     files = [rd.CONFIG, rd.METRICS, rd.SUMMARY, "splits.json", "checkpoints/", "overlays/"]
     trainer.reporter.done(summary, rd.path, [*files, "figures/loss_dynamics.png"])
     return RunResult(rd.path, summary, trainer.history)
 
 
-def _execute(trainer: Trainer, until_epoch: int | None) -> RunResult:
-    """Run the epochs; however the run ends, record how everywhere."""
-    tracker = trainer.tracker
-    try:
-        with sigterm_as_interrupt():
-            last = trainer.run(until_epoch)
-            return _finish(trainer, last)
-    except StopRun as e:
-        trainer.summary("stopped", str(e))
-        tracker.finish("KILLED")
-        raise
-    except KeyboardInterrupt as e:
-        tracker.finish("KILLED")
-        trainer.reporter.interrupted(str(e), trainer.run_dir.path)
-        raise Interrupted(str(e)) from None
-    except Exception as e:  # recorded (FAILED, with the reason) and raised again
-        reason = f"{type(e).__name__}: {e}"
-        trainer.summary("failed", reason)
-        trainer.reporter.failed(reason, trainer.run_dir.path)
-        tracker.finish("FAILED")
-        raise
+def _run(
+    cfg: Config,
+    rd: RunDir,
+    console: Console | None,
+    on_epoch,
+    d: distributed.Dist,
+    *,
+    until_epoch: int | None,
+    source: RunDir | None = None,
+    longer: bool = False,
+) -> RunResult:
+    """Set up, train, end: one outcome recorded however it ends
+    (:mod:`rsexp.experiment.lifecycle`). ``source``: the run a resume continues;
+    ``longer``: the resume extends the schedule (``--epochs``)."""
+    if not d.is_main:  # quiet: rank 0 prints
+        console = Console(file=io.StringIO())
+    outcome = Outcome(rd, Reporter(console), resumed=source is not None)
+    with recorded(outcome):
+        trainer, filled = _setup(cfg, rd, outcome, on_epoch, source is not None, d, source)
+        if longer:  # a longer schedule: recompute its step counts
+            trainer.schedule.total_steps = trainer.schedule.steps_per_epoch * cfg.train.epochs
+        if source is not None:
+            trainer.reporter.resumed(
+                trainer.start_epoch, trainer.partial, trainer.global_step, filled
+            )
+        last = trainer.run(until_epoch)
+        return _finish(trainer, last, outcome)
 
 
 def train(
@@ -186,6 +186,7 @@ def train(
     """Train ``cfg`` in a new run folder (``runs/<experiment>/<run_id>/`` by default).
     Under torchrun, one run on every process (:mod:`rsexp.experiment.distributed`)."""
     cfg = safe_config(cfg)
+    preflight(cfg)  # a typo or a missing dataset: before any folder or tracked run
     with _processes(cfg) as (d, own):
         if run_dir is None:
             runs = Path(cfg.train.runs_dir)
@@ -202,8 +203,7 @@ def train(
             raise ConfigError(
                 f"train.runs_dir: cannot write the run folder {rd.path}: {e.strerror or e}"
             ) from None
-        trainer, _ = _setup(cfg, mine, console, on_epoch, resumed=False, d=d)
-        return _execute(trainer, until_epoch)
+        return _run(cfg, mine, console, on_epoch, d, until_epoch=until_epoch)
 
 
 @contextmanager
@@ -247,11 +247,10 @@ def resume(
         mine = own(rd)
         if epochs is not None:
             mine.save_config(cfg)
-        trainer, filled = _setup(cfg, mine, console, on_epoch, resumed=True, d=d, source=rd)
-        if epochs is not None:  # a longer schedule: recompute its step counts
-            trainer.schedule.total_steps = trainer.schedule.steps_per_epoch * cfg.train.epochs
-        trainer.reporter.resumed(trainer.start_epoch, trainer.partial, trainer.global_step, filled)
-        return _execute(trainer, until_epoch)
+        return _run(
+            cfg, mine, console, on_epoch, d, until_epoch=until_epoch, source=rd,
+            longer=epochs is not None,
+        )  # fmt: skip
 
 
 def run_or_resume(cfg: Config, run_dir: str | Path, console: Console | None = None, on_epoch=None):

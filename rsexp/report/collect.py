@@ -1,9 +1,12 @@
 """Finished runs as flat records for the tables, read from a runs folder or an MLflow
 store: the same runs give the same records from either.
 
-Runs are grouped by the tags every run carries (dataset, model, method = baseline | rs,
-seed, stage = train | trial | confirm | paper), never by parsing run names. A paper row
-that starts from pretrained weights (``timesformer*``) is its own model.
+A record carries the tags every run has (dataset, model, method = baseline | rs, seed,
+stage = train | trial | confirm | paper; never parsed from run names) and its resolved
+config, flattened (``config.yaml``, or the MLflow run's params: the same strings), so
+that the tables can tell runs of one configuration from runs of another
+(:mod:`rsexp.report.rows`). A paper row that starts from pretrained weights
+(``timesformer*``) is its own model.
 """
 
 from __future__ import annotations
@@ -29,6 +32,27 @@ class RunRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     ref: str = ""  # where its history is: the run folder, or "<mlflow uri>#<run id>"
+    # the resolved config, flattened, values as the run's params spell them
+    config: dict[str, str] = field(default_factory=dict)
+    ended: float = 0.0  # when it finished (seconds since the epoch), to order reruns
+
+
+# the config sections a run's params hold (the rest are provenance: git.*, version.*)
+SECTIONS = ("data.", "guidance.", "model.", "loss.", "optim.", "train.", "track.", "sweep.")
+
+
+def param_value(value) -> str:
+    """A config value as the run's params spell it (the MLflow param, ``params.json``)."""
+    import json
+
+    return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+
+
+def flat_config(tree: dict) -> dict[str, str]:
+    """A nested config (``config.yaml``) as ``{dotted key: param string}``."""
+    from rsexp.config import flatten
+
+    return {k: param_value(v) for k, v in flatten(tree).items()}
 
 
 def _model(model: str, tags: dict, pretrained: str) -> str:
@@ -67,6 +91,8 @@ def from_runs_folder(root: str | Path) -> list[RunRecord]:
                 },
                 tags=tags,
                 ref=str(path.parent),
+                config=flat_config(cfg),
+                ended=path.stat().st_mtime,
             )
         )
     return out
@@ -109,6 +135,8 @@ def from_mlflow(uri: str) -> list[RunRecord]:
                     },
                     tags=dict(t),
                     ref=f"{uri}#{run.info.run_id}",
+                    config={k: v for k, v in params.items() if k.startswith(SECTIONS)},
+                    ended=(run.info.end_time or 0) / 1000,
                 )
             )
         token = page.token

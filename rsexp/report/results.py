@@ -1,33 +1,36 @@
 """``rsexp tables``: paper-style tables from tracked runs (any source, see
 :mod:`rsexp.report.collect`).
 
-- **Table 1** (classification): Dataset | Method | Top-1 ↑ | Top-5 ↑ | Clip Loss ↓, a
-  baseline row and a "+ RS" row per model, mean ± std over seeds with n, each + RS row's
-  change against its own baseline (relative % for the scores, absolute for the loss),
-  the best of each dataset's block in bold.
+- **Table 1** (classification): Dataset | Method | Top-1 ↑ | Top-5 ↑ | Clip Loss ↓, per
+  model a baseline row and its RS rows, mean ± std over seeds with n, each row's change
+  against its own baseline (relative % for the scores, absolute for the loss), the best
+  of each dataset's block in bold.
 - **Table 2** (action segmentation, runs with frame-wise scores): Top-1, Clip Loss, MoF,
   Edit, F1@10, F1@25, F1@50 in the same layout.
+- **Ablation** (where the runs hold one: CE only, + spatial, + temporal, + both), as the
+  sweep's ``ablation.md``.
 
+A row is one configuration: runs are averaged only when their resolved configs differ in
+the seed alone (:mod:`rsexp.report.rows` says how rows are told apart and named).
 Metrics are ``test/*`` when every run of a block has them, else ``val/*`` (the caption
 says which). Confirmation runs are preferred where a sweep made them, then ``paper``
 runs, then plain ``train`` runs (sweep trials never: they trained on fewer epochs). A
-group with a missing seed, or a run without a column's metric, is reported by name,
-never silently averaged.
+row with a missing seed, or a run without a column's metric, is reported by name, never
+silently averaged.
 """
 
 from __future__ import annotations
 
-import csv
-from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
 from rsexp.report.collect import RunRecord
-from rsexp.report.labels import model_name
-from rsexp.report.tables import COLUMNS, SEGMENTATION_COLUMNS, Cell
+from rsexp.report.labels import ABLATION, ROW_LABELS
+from rsexp.report.rows import Row, ablations, group_rows
+from rsexp.report.tables import FORMATS, Line, is_segmentation, write_table
 
 STAGE_PREFERENCE = ("confirm", "paper", "train")
-FORMATS = ("md", "tex", "csv")
+__all__ = ["FORMATS", "provenance_line", "select", "write_tables"]
 
 
 def select(records: list[RunRecord], dataset: str | None, stage: str | None) -> list[RunRecord]:
@@ -47,100 +50,48 @@ def select(records: list[RunRecord], dataset: str | None, stage: str | None) -> 
     return out
 
 
-def row_label(model: str, method: str) -> str:
-    base = model_name(model.rstrip("*")) + ("*" if model.endswith("*") else "")
-    return base if method == "baseline" else f"{base} + RS"
+def _primary(rows: list[Row], row: Row) -> bool:
+    """The model's baseline row and its RS row of the most seeds: a seed one lacks and
+    the other has is a missing run."""
+    return row.label in (row.model_label, f"{row.model_label} + RS")
 
 
-def blocks(records: list[RunRecord]) -> dict[str, dict[str, list[RunRecord]]]:
-    """{dataset: {row label: runs}}; rows per model, baseline before + RS."""
-    out: dict[str, dict[str, list[RunRecord]]] = defaultdict(dict)
-    order = sorted(records, key=lambda r: (r.dataset, r.model, r.method != "baseline", r.seed))
-    for r in order:
-        out[r.dataset].setdefault(row_label(r.model, r.method), []).append(r)
-    return dict(out)
-
-
-def table_rows(block: dict[str, list[RunRecord]], split: str, columns) -> tuple[dict, list]:
-    """{label: [Cell per column]} and the problems found (missing seeds or metrics)."""
-    problems = []
-    for label, runs in block.items():  # a row and its partner (baseline <-> + RS)
-        partner = label.removesuffix(" + RS") if label.endswith(" + RS") else f"{label} + RS"
-        missing = sorted({r.seed for r in block.get(partner, [])} - {r.seed for r in runs})
-        if missing:
-            problems.append(f"{label}: no run for seed(s) {missing}")
-    cells = {}
-    for label, runs in block.items():
-        base_label = label.removesuffix(" + RS")
-        base = block.get(base_label) if base_label != label else None
-        row = []
-        for metric, _, arrow, _, _ in columns:
-            key = f"{split}/{metric}"
-            lacking = [r.run_id for r in runs if key not in r.metrics]
+def comparison_lines(rows: list[Row]) -> tuple[list[Line], list[str]]:
+    """One dataset's rows as Table 1 lines, and the problems found (missing seeds,
+    doubled runs, a baseline of another config)."""
+    lines, problems = [], []
+    by_label = {r.label: r for r in rows}
+    for row in rows:
+        problems += [f"{row.label}: {n}" for n in row.notes]
+        base = None
+        if row.baseline is not None:
+            b = row.baseline
+            lacking = sorted(set(row.seeds) - set(b.seeds))
+            # the change is measured over the seeds the row has (paired runs)
+            base = b.on_seeds(row.seeds) if not lacking else b.runs
             if lacking:
-                problems.append(f"{label}: {', '.join(lacking)} lack {key}")
-            values = [r.metrics[key] for r in runs if key in r.metrics]
-            ref = [r.metrics[key] for r in base if key in r.metrics] if base else None
-            row.append(Cell(values, ref, arrow == "↓"))
-        cells[label] = row
-    return cells, problems
+                problems.append(f"{b.label}: no run for seed(s) {lacking}")
+        partner = by_label.get(f"{row.label} + RS") if row.method == "baseline" else None
+        if row.method == "rs" and _primary(rows, row):
+            partner = row.baseline if row.baseline and _primary(rows, row.baseline) else None
+        if partner is not None:
+            missing = sorted(set(partner.seeds) - set(row.seeds))
+            if missing:
+                problems.append(f"{row.label}: no run for seed(s) {missing}")
+        lines.append(Line((row.dataset,), row.label, row.runs, base))
+    return lines, problems
 
 
-def _best(cells: dict, j: int) -> float | None:
-    means = [row[j].mean for row in cells.values() if row[j].n]
-    if not means:
-        return None
-    first = next(iter(cells.values()))[j]
-    return min(means) if first.lower_better else max(means)
-
-
-def render(
-    recs: dict[str, dict[str, list[RunRecord]]], segmentation: bool, fmt: str
-) -> tuple[str, list[str], list[list[str]], list[str]]:
-    """One table (Table 1, or Table 2 with ``segmentation``) as (caption, header, rows)
-    in ``fmt`` (md, tex or csv), plus the problems found."""
-    columns = SEGMENTATION_COLUMNS if segmentation else COLUMNS
-    latex = fmt == "tex"
-    header = ["Dataset", "Method"]
-    for _, name, up, tex_arrow, _ in columns:
-        if fmt == "csv":
-            header += [f"{name} mean", f"{name} std", f"{name} n", f"{name} change"]
-        else:
-            header.append(f"{name} {tex_arrow if latex else up}")
-    rows, problems, splits = [], [], set()
-    for ds, block in recs.items():
-        every = [r for runs in block.values() for r in runs]
-        split = "test" if all("test/top1" in r.metrics for r in every) else "val"
-        splits.add(split)
-        cells, found = table_rows(block, split, columns)
-        problems += [f"{ds}: {p}" for p in found]
-        bests = [_best(cells, j) for j in range(len(columns))]
-        for label, row in cells.items():
-            name = label.replace("_", r"\_") if latex else label
-            line = [ds.replace("_", r"\_") if latex else ds, name]
-            for j, (c, (_, _, _, _, digits)) in enumerate(zip(row, columns, strict=True)):
-                if fmt == "csv":
-                    line += [
-                        f"{c.mean:.6g}" if c.n else "",
-                        f"{c.std:.6g}" if c.n > 1 else "",
-                        str(c.n),
-                        f"{c.delta:.6g}" if c.delta is not None and c.delta == c.delta else "",
-                    ]
-                else:
-                    bold = c.n > 0 and bests[j] is not None and c.mean == bests[j]
-                    line.append(c.text(digits, latex, bold))
-            rows.append(line)
-    n = sorted({len(runs) for block in recs.values() for runs in block.values()})
-    spread = (
-        "one seed (n = 1)" if n == [1] else f"mean ± std over n = {'/'.join(map(str, n))} seeds"
-    )
-    kind = "Table 2 layout (frame-wise over whole videos)" if segmentation else "Table 1 layout"
-    caption = (
-        f"{kind}: {spread}; + RS rows give the relative change of the scores and the "
-        f"absolute change of the clip loss against their own baseline; best per dataset "
-        f"in bold. Metrics on the {'/'.join(sorted(splits))} split."
-    )
-    return caption, header, rows, problems
+def ablation_lines(rows: list[Row]) -> list[Line]:
+    """One dataset's component ablations: CE only, + spatial, + temporal, + both over
+    the seeds all four share, each against CE only."""
+    lines = []
+    for ab in ablations(rows):
+        ce = ab.runs("ce")
+        for c in ABLATION:
+            lead = (ab.dataset, ab.model_label)
+            lines.append(Line(lead, ROW_LABELS[c], ab.runs(c), None if c == "ce" else ce))
+    return lines
 
 
 def provenance_line(source: str, records: list[RunRecord]) -> str:
@@ -158,51 +109,36 @@ def provenance_line(source: str, records: list[RunRecord]) -> str:
 def write_tables(
     records: list[RunRecord], out: Path, source: str, formats=FORMATS
 ) -> tuple[list[Path], list[str], dict[str, str]]:
-    """Write ``table1`` (and ``table2`` when runs have frame-wise scores) in ``formats``.
+    """Write ``table1`` (and ``table2`` for runs with frame-wise scores, ``ablation``
+    where the runs hold one) in ``formats``.
 
     Returns:
         (files written, problems found, {table name: Markdown text} for the terminal).
     """
     out.mkdir(parents=True, exist_ok=True)
-    all_blocks = blocks(records)
-    seg = {
-        ds
-        for ds, b in all_blocks.items()
-        if all(any(k.endswith("/mof") for k in r.metrics) for rs in b.values() for r in rs)
-    }
-    written, problems, shown = [], [], {}
-    for stem, keep in (("table1", lambda ds: ds not in seg), ("table2", lambda ds: ds in seg)):
-        chosen = {ds: b for ds, b in all_blocks.items() if keep(ds)}
-        if not chosen:
+    rows = group_rows(records)
+    tables: dict[str, dict[str, list[Line]]] = {"table1": {}, "table2": {}, "ablation": {}}
+    problems: list[str] = []
+    for ds, ds_rows in rows.items():
+        lines, found = comparison_lines(ds_rows)
+        problems += [f"{ds}: {p}" for p in found]
+        seg = is_segmentation([r for row in ds_rows for r in row.runs])
+        tables["table2" if seg else "table1"][ds] = lines
+        abl = ablation_lines(ds_rows)
+        if abl:
+            tables["ablation"][ds] = abl
+    written, shown = [], {}
+    for stem, blocks in tables.items():
+        if not blocks:
             continue
-        runs = [r for b in chosen.values() for rs in b.values() for r in rs]
-        prov = provenance_line(source, runs)
-        for fmt in formats:
-            caption, header, rows, found = render(chosen, stem == "table2", fmt)
-            path = out / f"{stem}.{fmt}"
-            if fmt == "csv":
-                with path.open("w", newline="") as f:
-                    w = csv.writer(f)
-                    w.writerow(header)
-                    w.writerows(rows)
-                    w.writerow([f"# {prov}"])
-            elif fmt == "md":
-                lines = [f"| {' | '.join(header)} |", "|" + " --- |" * len(header)]
-                lines += [f"| {' | '.join(r)} |" for r in rows]
-                text = f"{caption}\n\n" + "\n".join(lines) + f"\n\n<!-- {prov} -->\n"
-                path.write_text(text)
-                shown[stem] = f"{caption}\n\n" + "\n".join(lines)
-            else:
-                body = "\n".join(" & ".join(r) + r" \\" for r in rows)
-                path.write_text(
-                    "% " + prov + "\n\\begin{table}[t]\n\\centering\n"
-                    f"\\caption{{{caption.replace('%', chr(92) + '%')}}}\n"
-                    f"\\begin{{tabular}}{{ll{'c' * (len(header) - 2)}}}\n\\toprule\n"
-                    + " & ".join(header)
-                    + " \\\\\n\\midrule\n"
-                    + body
-                    + "\n\\bottomrule\n\\end{tabular}\n\\end{table}\n"
-                )
-            written.append(path)
+        runs = {r.run_id: r for lines in blocks.values() for ln in lines for r in ln.runs}
+        lead = ["Dataset", "Model"] if stem == "ablation" else ["Dataset"]
+        head = "Component ablation (CE only, + spatial, + temporal, + both)" * (stem == "ablation")
+        files, found, text = write_table(
+            out / stem, blocks, lead, head, provenance_line(source, list(runs.values())), formats
+        )
+        written += files
         problems += found
+        if text:
+            shown[stem] = text
     return written, sorted(set(problems)), shown

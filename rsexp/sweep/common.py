@@ -140,10 +140,13 @@ def run_quietly(config, overrides: list[str], run_dir: str) -> dict:
     return run_or_resume(cfg, run_dir, console=Console(file=io.StringIO())).summary
 
 
-def _job_main(config, overrides: list[str], run_dir: str, device: str | None = None) -> None:
+def _job_main(
+    config, overrides: list[str], run_dir: str, device: str | None = None, report=None
+) -> None:
     """A job process: its own session (a terminal's Ctrl-C reaches the parent only, which
     passes it on once), gone with the parent (PDEATHSIG), on its own GPU (``device``, set
-    before anything touches CUDA); the run's folder is its result."""
+    before anything touches CUDA); the run's folder is its result. A failure's reason is
+    sent on ``report`` (one end of a pipe), also when it came before the run folder."""
     import os
 
     if device is not None:
@@ -156,6 +159,10 @@ def _job_main(config, overrides: list[str], run_dir: str, device: str | None = N
         run_quietly(config, overrides, run_dir)
     except Interrupted:
         raise SystemExit(130) from None
+    except BaseException as e:  # reported to the parent, then raised as it was
+        if report is not None:
+            report.send(f"{type(e).__name__}: {e}")
+        raise
 
 
 def run_jobs(jobs: dict, workers: int, on_done, devices: list[str | None] | None = None) -> dict:
@@ -181,27 +188,37 @@ def run_jobs(jobs: dict, workers: int, on_done, devices: list[str | None] | None
     ctx = multiprocessing.get_context("spawn")
     workers = max(1, workers)
     devices = devices or [None] * workers
-    todo, running, results, failed = list(jobs), {}, {}, []
+    todo, running, results, failed, reasons = list(jobs), {}, {}, [], {}
     free, slot_of = list(range(workers)), {}
     try:
         while todo or running:
             while todo and free and not failed:
                 key, slot = todo.pop(0), free.pop(0)
+                receive, send = ctx.Pipe(duplex=False)
                 proc = ctx.Process(
-                    target=_job_main, args=(*jobs[key], devices[slot]), daemon=False
+                    target=_job_main, args=(*jobs[key], devices[slot], send), daemon=False
                 )
                 proc.start()
-                running[key], slot_of[key] = proc, slot
+                send.close()  # the child holds its end
+                running[key], slot_of[key], reasons[key] = proc, slot, receive
             for key, proc in list(running.items()):
                 if proc.is_alive():
                     continue
                 proc.join()
                 del running[key]
                 free.append(slot_of.pop(key))
+                receive = reasons.pop(key)
+                try:  # the child's reason, if it sent one before closing its end
+                    sent = receive.recv() if receive.poll() else None
+                except EOFError:
+                    sent = None
+                receive.close()
                 run_dir = RunDir(jobs[key][2])
                 summary = run_dir.summary() or {}
                 if proc.exitcode != 0 or summary.get("status") != "finished":
-                    why = summary.get("error") or f"its process exited with {proc.exitcode}"
+                    why = (
+                        sent or summary.get("error") or f"its process exited with {proc.exitcode}"
+                    )
                     failed.append(f"{run_dir.path}: {why}")
                     continue
                 results[key] = summary

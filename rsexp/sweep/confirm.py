@@ -19,7 +19,8 @@ from rsexp.experiment.interrupts import Interrupted
 from rsexp.report.collect import collect
 from rsexp.report.figures import fig5, study_plots
 from rsexp.report.labels import ABLATION, ROW_LABELS, model_name
-from rsexp.report.tables import write_ablation, write_comparison
+from rsexp.report.results import provenance_line
+from rsexp.report.tables import Line, write_table
 from rsexp.sweep import space as sp
 from rsexp.sweep.common import (
     PARENT_ATTR,
@@ -113,25 +114,42 @@ def confirm(
             )
             raise Interrupted("confirmation interrupted") from None
 
-    def summaries(row: str) -> list[dict]:
-        k, seeds = rows[row]
-        return [results[runs[(tuple(sorted(k.items())), seed)]] for seed in seeds]
+    # the tables are rendered from the run folders as `rsexp tables` reads them: the
+    # same records, the same cells (the rows are known here; rsexp tables finds them
+    # by their configs)
+    records = {Path(r.ref).resolve(): r for r in collect(str(paths.root)) if r.stage == "confirm"}
 
-    name = model_name(cfg.model.name)
-    paths.reports.mkdir(parents=True, exist_ok=True)
-    written = [
-        *write_comparison(
-            paths.reports,
-            cfg.data.name,
-            {name: summaries("baseline"), f"{name} + RS": summaries("rs")},
-        ),
-        *write_ablation(
-            paths.reports, cfg.data.name, {ROW_LABELS[m]: summaries(m) for m in ABLATION}
-        ),
-    ]
+    def recs(row: str) -> list:
+        k, seeds = rows[row]
+        key = tuple(sorted(k.items()))
+        return [records[paths.confirm(*runs[(key, seed)]).resolve()] for seed in seeds]
+
+    name, ds = model_name(cfg.model.name), cfg.data.name
+    prov = provenance_line(f"sweep {study.study_name}", list(records.values()))
+    comparison = {
+        ds: [
+            Line((ds,), name, recs("baseline")),
+            Line((ds,), f"{name} + RS", recs("rs"), recs("baseline")),
+        ]
+    }
+    ablation = {
+        ds: [
+            Line((ds, name), ROW_LABELS[m], recs(m), None if m == "ce" else recs("ce"))
+            for m in ABLATION
+        ]
+    }
+    head = f"Sweep {study.study_name}: the best trial's settings against the baseline."
+    written, _, shown = write_table(
+        paths.reports / "comparison", comparison, ["Dataset"], head, prov
+    )
+    written += write_table(
+        paths.reports / "ablation", ablation, ["Dataset", "Model"],
+        "Component ablation (CE only, + spatial, + temporal, + both)", prov,
+    )[0]  # fmt: skip
     # Fig. 5 over the confirmation runs and the study's plots, next to the tables
-    confirmed = [r for r in collect(str(paths.root)) if r.stage == "confirm"]
-    written += fig5(confirmed, paths.reports) + study_plots(study, paths.reports / "study")
+    written += fig5(list(records.values()), paths.reports) + study_plots(
+        study, paths.reports / "study"
+    )
     info = {
         "study": study.study_name,
         "best_trial": best.number,
@@ -149,7 +167,7 @@ def confirm(
         metrics={f"best/{cfg.sweep.objective}": float(best.value)},
         files=[Path(p) for p in written],
     )
-    console.print((paths.reports / "comparison.md").read_text(), markup=False)
+    console.print(shown, markup=False)
     console.print(
         f"[green]sweep done[/]: best trial {best.number} "
         f"({cfg.sweep.objective} {best.value:.2f}) | wrote "

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from rsexp.config import Config, ConfigError, load_config
 from rsexp.experiment import Interrupted, prepare
+from rsexp.experiment.build import preflight
 from rsexp.experiment.interrupts import die_with_parent, signals_as_flags
 from rsexp.sweep import space as sp
 from rsexp.sweep.common import (
@@ -46,6 +47,7 @@ from rsexp.sweep.study import (
     requeue_interrupted,
 )
 from rsexp.sweep.worker import waiting
+from rsexp.track.base import RunStatus
 from rsexp.track.parent import finish_parent_run, open_parent_run
 from rsexp.track.provenance import redact_text
 
@@ -150,6 +152,7 @@ def sweep(
             f"sweep.objective: {cfg.sweep.objective} needs a validation split, but "
             f"data.val_fraction is 0; the test split never chooses"
         )
+    preflight(cfg)  # a typo or a missing dataset: before the study or any run exists
     devices = worker_devices(cfg.sweep.devices, workers, visible_gpus(), cfg.sweep.nproc)
     # Check the data is there, read the index, decode the clip cache and load the guidance
     # once, here: the workers start on a warm cache and a data problem (missing data
@@ -194,14 +197,14 @@ def sweep(
             return {"study": study_name, "reports": []}
         return confirm(cfg, overrides, config, study, paths, devices, console)
     except KeyboardInterrupt:
-        _close_parent(cfg, study, "KILLED")
+        _close_parent(cfg, study, RunStatus.KILLED)
         raise
     except Exception:  # the parent run says how the sweep ended; the error goes on
-        _close_parent(cfg, study, "FAILED")
+        _close_parent(cfg, study, RunStatus.FAILED)
         raise
 
 
-def _close_parent(cfg: Config, study: optuna.Study, status: str) -> None:
+def _close_parent(cfg: Config, study: optuna.Study, status: RunStatus) -> None:
     finish_parent_run(
         cfg.track,
         cfg.train.runs_dir,

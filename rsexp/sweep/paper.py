@@ -14,9 +14,12 @@ from rich.console import Console
 from rich.progress import Progress
 
 from rsexp.config import ConfigError, load_config
+from rsexp.experiment.build import preflight
 from rsexp.experiment.interrupts import Interrupted
+from rsexp.report.collect import collect
 from rsexp.report.labels import model_name
-from rsexp.report.tables import write_comparison
+from rsexp.report.results import provenance_line
+from rsexp.report.tables import Line, write_table
 from rsexp.sweep.common import run_jobs, visible_gpus, worker_devices
 
 # The paper's model sizes (§3.1, Table 1), for the real datasets. TSViT: the released
@@ -93,6 +96,10 @@ def paper(
                     ],
                     root / f"{row.replace('*', '-k400')}-{method}-s{seed}",
                 )
+    for row in rows:  # a typo or missing weights: before any run starts
+        preflight(
+            load_config(config, [*overrides, *row_overrides(row, cfg.data.name, checkpoint)])
+        )
     order = sorted(jobs, key=lambda key: SLOWEST_FIRST.index(key[0]))
     results: dict[tuple, dict] = {}
     with Progress(console=console) as progress:
@@ -115,14 +122,24 @@ def paper(
                 f"command continues them ({len(results)} of {len(jobs)} done, in {root})"
             )
             raise Interrupted("paper interrupted") from None
-    groups = {}
+    # rendered from the run folders, as `rsexp tables` reads them
+    records = {Path(r.ref).resolve(): r for r in collect(str(root)) if r.stage == "paper"}
+    lines = []
     for row in rows:
         name = model_name(row.rstrip("*")) + ("*" if row.endswith("*") else "")
-        groups[name] = [results[(row, "baseline", s)] for s in range(seeds)]
-        groups[f"{name} + RS"] = [results[(row, "rs", s)] for s in range(seeds)]
+        runs = {
+            m: [records[Path(jobs[(row, m, s)][1]).resolve()] for s in range(seeds)]
+            for m in ("baseline", "rs")
+        }
+        ds = cfg.data.name
+        lines += [
+            Line((ds,), name, runs["baseline"]),
+            Line((ds,), f"{name} + RS", runs["rs"], runs["baseline"]),
+        ]
     reports = root / "reports"
-    reports.mkdir(parents=True, exist_ok=True)
-    written = write_comparison(reports, cfg.data.name, groups, stem="table1")
-    console.print((reports / "table1.md").read_text(), markup=False)
+    prov = provenance_line(f"rsexp paper {root}", [r for ln in lines for r in ln.runs])
+    written, _, shown = write_table(reports / "table1", {cfg.data.name: lines}, ["Dataset"],
+                                    "", prov, ("md", "tex", "csv"))  # fmt: skip
+    console.print(shown, markup=False)
     console.print(f"[green]paper rows done[/]: wrote {', '.join(map(str, written))}")
     return written

@@ -3,7 +3,7 @@
 Backends are imported lazily: choosing ``mlflow`` never imports wandb, and vice versa.
 """
 
-from rsexp.track.base import RunInfo, TrackingError, Writer
+from rsexp.track.base import RunInfo, RunStatus, TrackingError, Writer
 from rsexp.track.tracker import Tracker, build_writer
 
-__all__ = ["RunInfo", "Tracker", "TrackingError", "Writer", "build_writer"]
+__all__ = ["RunInfo", "RunStatus", "Tracker", "TrackingError", "Writer", "build_writer"]

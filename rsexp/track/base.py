@@ -5,11 +5,48 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
 from rsexp.errors import TrackingError  # noqa: F401 (raised here)
+
+
+class RunStatus(str, Enum):
+    """How a run ended: one word everywhere (``summary.json``, the MLflow run's
+    ``status`` tag, the W&B run's ``status`` summary field, the tables).
+
+    - ``finished``: every epoch trained; the only status tables read.
+    - ``stopped``: ended early on purpose and checkpointed (``--until-epoch``, a pruned
+      sweep trial); ``rsexp resume`` continues it.
+    - ``killed``: Ctrl-C / SIGTERM, checkpointed; ``rsexp resume`` continues it.
+    - ``failed``: an error, named in ``summary.json`` (``error``) and the trackers.
+    """
+
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    KILLED = "killed"
+    FAILED = "failed"
+
+    @property
+    def mlflow(self) -> str:
+        """MLflow's own run status (it has no "stopped": a stopped run ended early on
+        purpose and can be continued, as a killed one; its ``status`` tag tells them
+        apart)."""
+        return {"finished": "FINISHED", "failed": "FAILED"}.get(self.value, "KILLED")
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def _missing_(cls, value):
+        # MLflow's spelling ("FINISHED", "KILLED") names the same outcomes
+        if isinstance(value, str):
+            for member in cls:
+                if member.value == value.lower():
+                    return member
+        return None
 
 
 @dataclass
@@ -35,7 +72,7 @@ class Writer(ABC):
     - :meth:`logged_epochs` tells which epochs (steps) this backend already holds, so a
       resume logs each missing epoch once and no epoch twice.
     - Metrics and images are logged with ``step = epoch``; :meth:`finish` sets the final
-      status (``FINISHED``, ``FAILED`` or ``KILLED``).
+      status, a :class:`RunStatus`, in the backend's own terms and as the same word.
     - Failures raise :class:`TrackingError`; a writer never swallows them.
 
     Optional abilities have defaults here, so callers never probe with ``hasattr``:
@@ -66,7 +103,7 @@ class Writer(ABC):
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
 
     @abstractmethod
-    def finish(self, status: str) -> None: ...
+    def finish(self, status: RunStatus) -> None: ...
 
     def logged_image_steps(self) -> set[tuple[str, int]]:
         return set()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rsexp.track.base import RunInfo, TrackingError, Writer
+from rsexp.track.base import RunInfo, RunStatus, TrackingError, Writer
 
 # MLflow 3 rejects the ./mlruns file store; the embedded default is a SQLite file.
 EMBEDDED_DB = "mlflow.db"
@@ -168,8 +168,10 @@ class MlflowWriter(Writer):
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: RunStatus) -> None:
         if self.monitor is not None:
             self.monitor.finish()
             self.monitor = None
-        self.client.set_terminated(self.run_id, status)
+        status = RunStatus(status)
+        self.client.set_tag(self.run_id, "status", status.value)
+        self.client.set_terminated(self.run_id, status.mlflow)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rsexp.track.base import RunInfo
+from rsexp.track.base import RunInfo, RunStatus
 
 
 def _writer(track_cfg, runs_dir):
@@ -34,7 +34,7 @@ def finish_parent_run(
     params: dict[str, str] | None = None,
     metrics: dict[str, float] | None = None,
     files: list[Path] = (),
-    status: str = "FINISHED",
+    status: RunStatus = RunStatus.FINISHED,
 ) -> None:
     """Attach the sweep's outcome (best knobs, best value, tables) and close the run."""
     if not ref:

@@ -97,7 +97,8 @@ def provenance(device: str, data_digest: str, guidance_path: str | Path) -> dict
         "python": platform.python_version(),
         "device": device,
         "dataset.digest": data_digest,
-        "guidance.digest": file_digest(guidance_path),
+        # a baseline (lambda_s = 0) trains without a guidance file: it has none
+        "guidance.digest": file_digest(guidance_path) if Path(guidance_path).is_file() else "none",
     }
     for pkg in ("torch", "timm", "optuna", "mlflow", "wandb"):
         prov[f"version.{pkg}"] = version(pkg)

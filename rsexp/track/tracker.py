@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rsexp.track.base import RunInfo, TrackingError, Writer, safe_key
+from rsexp.track.base import RunInfo, RunStatus, TrackingError, Writer, safe_key
 from rsexp.track.local import LocalWriter, overlay_path
 
 TRACKERS_FILE = "trackers.json"
@@ -163,7 +163,7 @@ class Tracker:
         for w in self.writers:
             w.log_artifact(path, artifact_path)
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: RunStatus) -> None:
         """Flush, then set every backend's final status (also when a queued epoch failed)."""
         try:
             self.flush()

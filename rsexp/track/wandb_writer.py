@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsexp.track.base import RunInfo, TrackingError, Writer
+from rsexp.track.base import RunInfo, RunStatus, TrackingError, Writer
 
 
 def typed(value: str):
@@ -112,5 +112,8 @@ class WandbWriter(Writer):
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.run.save(str(path), base_path=str(Path(path).parent), policy="now")
 
-    def finish(self, status: str) -> None:
-        self.run.finish(exit_code=0 if status == "FINISHED" else 1)
+    def finish(self, status: RunStatus) -> None:
+        status = RunStatus(status)
+        self.run.summary["status"] = status.value
+        # W&B marks a run that exits non-zero as failed: only a failure is one
+        self.run.finish(exit_code=1 if status is RunStatus.FAILED else 0)

@@ -13,7 +13,14 @@ import torch
 from torch import nn
 
 from rsexp.core.attn_grid import AttentionToGrid
-from rsexp.core.models.layers import Block, init_weights, resolve_layer, sincos_1d, sincos_2d
+from rsexp.core.models.layers import (
+    Block,
+    init_weights,
+    linspace,
+    resolve_layer,
+    sincos_1d,
+    sincos_2d,
+)
 from rsexp.core.models.output import VideoOutput
 from rsexp.core.segments import LEVELS, slices_for
 from rsexp.core.settings import ModelConfig, SegmentsConfig
@@ -64,7 +71,7 @@ class FactorisedVideoViT(nn.Module):
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + k * k, embed_dim))
-        dpr = torch.linspace(0, cfg.drop_path, depth + temporal_depth).tolist()
+        dpr = linspace(0.0, cfg.drop_path, depth + temporal_depth)  # stochastic depth per layer
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, drop_rate, dpr[i]) for i in range(depth)
         )

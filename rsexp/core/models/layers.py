@@ -8,6 +8,14 @@ from timm.layers import DropPath, Mlp
 from torch import nn
 
 
+def linspace(start: float, stop: float, n: int) -> list[float]:
+    """``n`` evenly spaced numbers (``torch.linspace(...).tolist()`` without a tensor, so
+    a model can be built on the meta device to check its settings)."""
+    if n == 1:
+        return [float(start)]
+    return [start + (stop - start) * i / (n - 1) for i in range(n)]
+
+
 class Attention(nn.Module):
     """Multi-head self-attention, timm ViT layout (``qkv``, ``proj``).
 

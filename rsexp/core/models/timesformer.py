@@ -17,7 +17,14 @@ from timm.layers import DropPath, Mlp, PatchEmbed
 from torch import nn
 
 from rsexp.core.attn_grid import AttentionToGrid
-from rsexp.core.models.layers import Attention, init_weights, resolve_layer, sincos_1d, sincos_2d
+from rsexp.core.models.layers import (
+    Attention,
+    init_weights,
+    linspace,
+    resolve_layer,
+    sincos_1d,
+    sincos_2d,
+)
 from rsexp.core.models.output import VideoOutput
 from rsexp.core.segments import LEVELS, slices_for
 from rsexp.core.settings import ModelConfig, SegmentsConfig
@@ -87,7 +94,7 @@ class TimeSformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + k * k, embed_dim))
         self.time_embed = nn.Parameter(torch.zeros(1, num_frames, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, cfg.drop_path, depth).tolist()
+        dpr = linspace(0.0, cfg.drop_path, depth)  # stochastic depth per layer
         self.blocks = nn.ModuleList(
             DividedBlock(embed_dim, num_heads, mlp_ratio, drop_rate, dpr[i]) for i in range(depth)
         )
