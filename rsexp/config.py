@@ -305,8 +305,13 @@ class TrackConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     overlays: OverlayConfig = field(default_factory=OverlayConfig)
     tags: dict[str, str] = field(default_factory=dict)
+    # A backend that stops answering mid-run (a server restarting, a dropped connection)
+    # is retried with backoff while training goes on; at the end of the run it is tried
+    # for this many seconds more, then left for `rsexp resume` to bring up to date.
+    retry_s: float = 30.0
 
     def __post_init__(self):
+        _check(self.retry_s >= 0, "track.retry_s", "must be >= 0")
         for b in self.backends:
             _check(
                 b in BACKENDS,

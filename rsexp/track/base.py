@@ -73,13 +73,15 @@ class Writer(ABC):
       resume logs each missing epoch once and no epoch twice.
     - Metrics and images are logged with ``step = epoch``; :meth:`finish` sets the final
       status, a :class:`RunStatus`, in the backend's own terms and as the same word.
-    - Failures raise :class:`TrackingError`; a writer never swallows them.
+    - Failures raise :class:`TrackingError` (a connection error included: the tracker
+      retries it and keeps training going); a writer never swallows them.
 
     Optional abilities have defaults here, so callers never probe with ``hasattr``:
     :meth:`logged_image_steps` (images already held; default: none known, so a resume
-    re-logs them), :meth:`ledger` / :meth:`restore` (what the writer keeps in the run
-    folder's ``trackers.json`` besides its run id, e.g. the epochs an offline W&B run
-    holds, since that run cannot be asked).
+    re-logs them), :meth:`reconnect` (after an outage), :meth:`ledger` /
+    :meth:`restore` (what the writer keeps in the run folder's ``trackers.json`` besides
+    its run id, e.g. the epochs an offline W&B run holds, since that run cannot be
+    asked).
     """
 
     name: str = ""
@@ -107,6 +109,11 @@ class Writer(ABC):
 
     def logged_image_steps(self) -> set[tuple[str, int]]:
         return set()
+
+    def reconnect(self) -> None:
+        """Check that a backend that stopped answering answers again (raise
+        :class:`TrackingError` if not) and restart what the outage stopped."""
+        self.logged_epochs()
 
     def ledger(self) -> dict:
         return {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
 import time
 import urllib.error
 import urllib.request
@@ -43,6 +44,33 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+# MLflow's client retries a failed request 7 times with a doubling backoff (minutes);
+# the tracker retries with its own backoff and keeps training going, so one call is
+# kept short. A user's own setting of these wins.
+HTTP_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def _as_tracking_error(method):
+    """A failed call (the server gone, a dropped connection, a locked store) raised as
+    :class:`TrackingError`, which the tracker retries; anything else is a bug."""
+    import functools
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        import requests
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return method(self, *args, **kwargs)
+        except (MlflowException, requests.RequestException, OSError) as e:
+            message = getattr(e, "message", None) or str(e)
+            raise TrackingError(f"MLflow at {self.uri}: {message[:300]}") from e
+
+    return call
 
 
 class MlflowWriter(Writer):
@@ -57,6 +85,8 @@ class MlflowWriter(Writer):
     ):
         self.uri = tracking_uri or embedded_uri(runs_dir)
         self.experiment = experiment
+        for key, value in HTTP_SETTINGS.items():
+            os.environ.setdefault(key, value)
         # CPU / memory / disk / network (and GPU with nvidia-ml-py) every this many
         # seconds as the run's system/* metrics; 0 = off
         self.system_metrics_s = system_metrics_s
@@ -102,15 +132,7 @@ class MlflowWriter(Writer):
         except MlflowException as e:
             raise TrackingError(f"MLflow at {self.uri}: {e.message}") from e
         if self.system_metrics_s > 0:
-            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-            self.monitor = SystemMetricsMonitor(
-                self.run_id,
-                sampling_interval=self.system_metrics_s,
-                resume_logging=bool(info.ref),  # a resumed run continues its steps
-                tracking_uri=self.uri,
-            )
-            self.monitor.start()
+            self.monitor = self._monitor(resume=bool(info.ref))
         return self.run_id
 
     @contextlib.contextmanager
@@ -127,9 +149,11 @@ class MlflowWriter(Writer):
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
+    @_as_tracking_error
     def logged_epochs(self) -> set[int]:
         return {int(m.step) for m in self.client.get_metric_history(self.run_id, STEP_KEY)}
 
+    @_as_tracking_error
     def logged_image_steps(self) -> set[tuple[str, int]]:
         """(key, step) of the step-indexed images already in the run.
 
@@ -142,6 +166,7 @@ class MlflowWriter(Writer):
                 out.add((parts[0].replace("~", "/"), int(parts[2])))
         return out
 
+    @_as_tracking_error
     def log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
 
@@ -150,6 +175,7 @@ class MlflowWriter(Writer):
         for i in range(0, len(new), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=new[i : i + 100])
 
+    @_as_tracking_error
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
@@ -158,6 +184,7 @@ class MlflowWriter(Writer):
         batch.append(Metric(STEP_KEY, float(step), ts, step))  # last: marks the epoch done
         self.client.log_batch(self.run_id, metrics=batch)
 
+    @_as_tracking_error
     def log_image(self, key: str, image: np.ndarray, step: int, caption: str = "") -> None:
         img = Image.fromarray(image)
         # MLflow saves the PNG with Pillow's default zlib level (6), the bulk of the
@@ -165,9 +192,32 @@ class MlflowWriter(Writer):
         img.encoderinfo = {"compress_level": 1}
         self.client.log_image(self.run_id, img, key=key, step=step)
 
+    @_as_tracking_error
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    @_as_tracking_error
+    def reconnect(self) -> None:
+        """After an outage: the server answers again, and the system metrics, whose
+        thread stopped on the first failed write, start again (continuing their steps)."""
+        self.client.get_run(self.run_id)
+        if self.monitor is not None:
+            self.monitor.finish()  # its thread returned at the first failed write
+            self.monitor = self._monitor(resume=True)
+
+    def _monitor(self, resume: bool):
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(
+            self.run_id,
+            sampling_interval=self.system_metrics_s,
+            resume_logging=resume,  # a resumed run continues its steps
+            tracking_uri=self.uri,
+        )
+        monitor.start()
+        return monitor
+
+    @_as_tracking_error
     def finish(self, status: RunStatus) -> None:
         if self.monitor is not None:
             self.monitor.finish()

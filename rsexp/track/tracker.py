@@ -1,22 +1,36 @@
-"""The tracker: every call fanned out to the local run folder and the configured backends.
+"""The tracker: the local run folder first, then every configured backend as a mirror.
 
 Backends are imported lazily: choosing ``mlflow`` never imports wandb, and vice versa.
+
+The run folder is the truth: each epoch's record is appended to ``metrics.jsonl`` in
+the caller's thread before any backend sees it. A backend is a mirror: a call that
+fails (:class:`TrackingError`: a dropped connection, a server restarting) is retried
+with backoff; a backend that stays unreachable is marked down, said so once on the
+console, and training goes on. Each later epoch tries it again (at most every
+``track.retry_s`` seconds, doubling to a minute); once it answers, it is given the
+epochs it lacks, each exactly once (it is asked which epochs it holds, so a write that
+reached it before the connection broke is not sent twice). At the end of the run it is
+tried for up to ``track.retry_s`` more; still down, the run ends as it would have, and
+``rsexp resume <run>`` sends what is missing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from rich.markup import escape
 
 from rsexp.track.base import RunInfo, RunStatus, TrackingError, Writer, safe_key
 from rsexp.track.local import LocalWriter, overlay_path
 
 TRACKERS_FILE = "trackers.json"
+FIRST_RETRY_S, LAST_RETRY_S = 2.0, 60.0  # a down backend is tried again after these, doubling
 
 
 def build_writer(name: str, track_cfg, runs_dir: str | Path, console=None) -> Writer:
@@ -36,39 +50,69 @@ def build_writer(name: str, track_cfg, runs_dir: str | Path, console=None) -> Wr
     raise TrackingError(f"unknown tracking backend {name!r}; valid: local, mlflow, wandb")
 
 
+class _Down:
+    """A backend that stopped answering: since when, why, when to try it next."""
+
+    def __init__(self, reason: str, wait: float):
+        self.reason, self.wait = reason, wait
+        self.next_try = time.monotonic() + wait
+
+
 class Tracker:
-    """Fans every call out to the local writer and the configured backends.
+    """The local writer, then the configured backends (see the module docstring).
 
     The run folder's ``trackers.json`` keeps each backend's run id (so a resume reattaches
     the same tracked run) and, for backends that cannot be asked (offline W&B), the
     epochs they already hold.
 
-    :meth:`log_epoch` hands the epoch to one background thread (image encoding and
-    uploads overlap the next epoch's training; order is kept). A failure there is raised
-    at the next call; :meth:`flush` waits for everything queued, and every other method
-    flushes first. Epochs still queued when the process is killed are given to the
-    backends by the resume (:meth:`sync`).
+    Backends are written by one background thread (image encoding and uploads overlap
+    the next epoch's training; order is kept); :meth:`flush` waits for it. Epochs still
+    queued when the process is killed are given to the backends by the resume
+    (:meth:`sync`).
     """
 
-    def __init__(self, track_cfg, run_dir: Path, runs_dir: str | Path, console=None):
+    def __init__(
+        self,
+        track_cfg,
+        run_dir: Path,
+        runs_dir: str | Path,
+        console=None,
+        attempts: int = 3,
+    ):
         self.run_dir = Path(run_dir)
+        self.console = console
         self.local = LocalWriter()
         names = [b for b in dict.fromkeys(track_cfg.backends) if b != "local"]
         self.writers: list[Writer] = [self.local] + [
             build_writer(n, track_cfg, runs_dir, console) for n in names
         ]
+        self.retry_s = float(getattr(track_cfg, "retry_s", 30.0))
+        self.attempts = attempts  # tries of one call before a backend is marked down
         self.ledger_path = self.run_dir / TRACKERS_FILE
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rsexp-track")
-        # epochs each backend held at the resume: a resume from an older checkpoint
-        # (previous.pt) re-trains epochs a backend already has; they are not logged twice
-        self._held: dict[str, set[int]] = {}
         self._pending: list[Future] = []
+        self.down: dict[str, _Down] = {}
+        self.history: list[dict] = []  # every epoch of the run, as the run folder has it
+        self.params: dict[str, str] = {}
+        # epochs each backend is known to hold: held at the resume (a resume from an
+        # older checkpoint, previous.pt, re-trains epochs a backend already has: they are
+        # not logged twice) or sent since
+        self.held: dict[str, set[int]] = {}
+
+    @property
+    def backends(self) -> list[Writer]:
+        return self.writers[1:]
 
     def flush(self) -> None:
-        """Wait for the queued epochs; re-raise the first failure."""
+        """Wait for the queued backend writes (they never raise: a failure marks the
+        backend down)."""
         pending, self._pending = self._pending, []
         for fut in pending:
             fut.result()
+
+    def _say(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(text)
 
     # -- ledger
     def _read_ledger(self) -> dict:
@@ -78,15 +122,86 @@ class Tracker:
 
     def _write_ledger(self) -> None:
         ledger = {}
-        for w in self.writers[1:]:
+        for w in self.backends:
             ledger[w.name] = {"run_id": self.refs.get(w.name), **w.ledger()}
         tmp = self.ledger_path.with_name(f".{TRACKERS_FILE}.tmp")
         tmp.write_text(json.dumps(ledger, indent=1))
         os.replace(tmp, self.ledger_path)
 
+    # -- one backend call: retried, then the backend is marked down
+    def _call(self, w: Writer, what: str, fn) -> bool:
+        """``fn()`` on backend ``w``: True once it worked. A :class:`TrackingError` is
+        retried ``attempts`` times with backoff, then marks ``w`` down (said once) and
+        returns False; a down backend is not called until :meth:`_revive` brings it back.
+        Any other exception is a bug and propagates."""
+        if w.name in self.down:
+            return False
+        delay = 1.0
+        for attempt in range(1, self.attempts + 1):
+            try:
+                fn()
+                return True
+            except TrackingError as e:
+                error = e
+            if attempt < self.attempts:
+                time.sleep(delay)
+                delay *= 2
+        self.down[w.name] = _Down(f"{what}: {error}", FIRST_RETRY_S)
+        self._say(
+            f"[yellow]{w.name} unreachable[/] ({escape(str(error))}); training goes on, the "
+            f"run folder keeps every epoch, and {w.name} is given the epochs it lacks "
+            f"when it answers again"
+        )
+        return False
+
+    def _revive(self, w: Writer, force: bool = False) -> bool:
+        """Try a down backend again (when its wait is over, or ``force``): it answers
+        -> it is given what it lacks; True when it is up."""
+        down = self.down.get(w.name)
+        if down is None:
+            return True
+        if not force and time.monotonic() < down.next_try:
+            return False
+        try:
+            w.reconnect()
+            filled = self._fill(w)
+        except TrackingError as e:
+            down.reason, down.wait = str(e), min(LAST_RETRY_S, down.wait * 2)
+            down.next_try = time.monotonic() + down.wait
+            return False
+        del self.down[w.name]
+        self._say(
+            f"[green]{w.name} is back[/]"
+            + (f": given epochs {filled} it lacked" if filled else "")
+        )
+        return True
+
+    def _fill(self, w: Writer) -> list[int]:
+        """Give ``w`` the params and every epoch of :attr:`history` it lacks (with their
+        overlay images, read back from ``overlays/``). Raises :class:`TrackingError`."""
+        if self.params:
+            w.log_params(self.params)
+        have = w.logged_epochs()
+        have_images = w.logged_image_steps()
+        keys = self._overlay_keys()
+        held = self.held.setdefault(w.name, set())
+        held |= have
+        missing = [h for h in self.history if int(h["epoch"]) not in have]
+        for rec in missing:
+            step = int(rec["epoch"])
+            for key in keys:
+                path = overlay_path(self.run_dir, key, step)
+                if path.is_file() and (safe_key(key), step) not in have_images:
+                    image = np.asarray(Image.open(path).convert("RGB"))
+                    w.log_image(safe_key(key), image, step)
+            w.log_metrics(_safe_keys({k: v for k, v in rec.items() if k != "epoch"}), step)
+            held.add(step)
+        return [int(h["epoch"]) for h in missing]
+
     # -- lifecycle
     def start(self, name: str, experiment: str, tags: dict[str, str]) -> None:
-        """Start (or reattach, from ``trackers.json``) every backend's run."""
+        """Start (or reattach, from ``trackers.json``) every backend's run. Here an
+        unreachable backend is an error: nothing has been trained yet."""
         ledger = self._read_ledger()
         self.refs: dict[str, str | None] = {}
         for w in self.writers:
@@ -102,26 +217,43 @@ class Tracker:
 
     def log_params(self, params: dict[str, str]) -> None:
         self.flush()
-        for w in self.writers:
-            w.log_params(params)
+        self.params = dict(params)
+        self.local.log_params(params)
+        for w in self.backends:
+            self._call(w, "params", lambda w=w: w.log_params(params))
 
     def log_epoch(self, record: dict, images: dict[str, tuple[np.ndarray, str]]) -> None:
-        """Queue one finished epoch (see the class docstring)."""
-        for fut in [f for f in self._pending if f.done()]:
-            self._pending.remove(fut)
-            fut.result()  # surface a failed earlier epoch now
-        self._pending.append(self._pool.submit(self._log_epoch_now, dict(record), images))
-
-    def _log_epoch_now(self, record: dict, images: dict[str, tuple[np.ndarray, str]]) -> None:
-        """Images first, then the metrics (whose ``epoch`` entry marks the epoch logged)."""
+        """The epoch into the run folder now; to the backends in the background."""
         step = int(record["epoch"])
         metrics = {k: v for k, v in record.items() if k != "epoch"}
-        for w in self.writers:
-            if step in self._held.get(w.name, ()):
+        for key, (img, caption) in images.items():
+            self.local.log_image(key, img, step, caption)
+        self.local.log_metrics(metrics, step)
+        self.history.append(dict(record))
+        for fut in [f for f in self._pending if f.done()]:
+            self._pending.remove(fut)
+            fut.result()
+        self._pending.append(self._pool.submit(self._mirror_epoch, dict(record), images))
+
+    def _mirror_epoch(self, record: dict, images: dict[str, tuple[np.ndarray, str]]) -> None:
+        """Images first, then the metrics (whose ``epoch`` entry marks the epoch logged)."""
+        step = int(record["epoch"])
+        metrics = _safe_keys({k: v for k, v in record.items() if k != "epoch"})
+        for w in self.backends:
+            if w.name in self.down:
+                self._revive(w)  # brings it up to date, this epoch included
                 continue
-            for key, (img, caption) in images.items():
-                w.log_image(key if w is self.local else safe_key(key), img, step, caption)
-            w.log_metrics(metrics if w is self.local else _safe_keys(metrics), step)
+            held = self.held.setdefault(w.name, set())
+            if step in held:
+                continue
+
+            def send(w=w):
+                for key, (img, caption) in images.items():
+                    w.log_image(safe_key(key), img, step, caption)
+                w.log_metrics(metrics, step)
+
+            if self._call(w, f"epoch {step}", send):
+                held.add(step)
         self._write_ledger()
 
     def sync(self, history: list[dict]) -> dict[str, list[int]]:
@@ -135,22 +267,16 @@ class Tracker:
         """
         self.flush()
         self.local.rewrite(history)
+        self.history = [dict(h) for h in history]
         filled: dict[str, list[int]] = {}
-        keys = self._overlay_keys()
-        for w in self.writers[1:]:
-            have = w.logged_epochs()
-            self._held[w.name] = have
-            have_images = w.logged_image_steps()
-            missing = [h for h in history if int(h["epoch"]) not in have]
-            for rec in missing:
-                step = int(rec["epoch"])
-                for key in keys:
-                    path = overlay_path(self.run_dir, key, step)
-                    if path.is_file() and (safe_key(key), step) not in have_images:
-                        image = np.asarray(Image.open(path).convert("RGB"))
-                        w.log_image(safe_key(key), image, step)
-                w.log_metrics(_safe_keys({k: v for k, v in rec.items() if k != "epoch"}), step)
-            filled[w.name] = [int(h["epoch"]) for h in missing]
+        for w in self.backends:
+            out: list[int] = []
+
+            def fill(w=w, out=out):
+                out[:] = self._fill(w)
+
+            if self._call(w, "the epochs it lacks", fill):
+                filled[w.name] = out
         self._write_ledger()
         return filled
 
@@ -160,17 +286,37 @@ class Tracker:
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.flush()
-        for w in self.writers:
-            w.log_artifact(path, artifact_path)
+        self.local.log_artifact(path, artifact_path)
+        for w in self.backends:
+            name = f"file {Path(path).name}"
+            self._call(w, name, lambda w=w: w.log_artifact(path, artifact_path))
 
     def finish(self, status: RunStatus) -> None:
-        """Flush, then set every backend's final status (also when a queued epoch failed)."""
+        """Flush, bring back a backend that was down (trying for ``track.retry_s``), then
+        set every backend's final status. One still down is named with what it lacks."""
         try:
             self.flush()
         finally:
-            for w in self.writers:
-                w.finish(status)
             self._pool.shutdown(wait=True)
+        deadline = time.monotonic() + self.retry_s
+        for w in self.backends:
+            while w.name in self.down and not self._revive(w, force=True):
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+        for w in self.writers:
+            if w.name in self.down:
+                held = self.held.get(w.name, set())
+                lacks = [int(h["epoch"]) for h in self.history if int(h["epoch"]) not in held]
+                self._say(
+                    f"[yellow]{w.name} still unreachable[/] "
+                    f"({escape(self.down[w.name].reason)}): it lacks epochs {lacks}, which "
+                    f"are in {escape(str(self.run_dir))}/metrics.jsonl; `rsexp resume "
+                    f"{escape(str(self.run_dir))}` gives them to it"
+                )
+                continue
+            self._call(w, "final status", lambda w=w: w.finish(status))
+        self._write_ledger()
 
 
 def _safe_keys(metrics: dict[str, float]) -> dict[str, float]:

@@ -38,6 +38,24 @@ def logged_in() -> bool:
     return any("wandb" in host for host in rc.hosts)
 
 
+def _as_tracking_error(method):
+    """A failed call raised as :class:`TrackingError`, which the tracker retries (online,
+    wandb's own service queues and retries the uploads; a call fails when that service
+    is gone); anything else is a bug."""
+    import functools
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        import wandb
+
+        try:
+            return method(self, *args, **kwargs)
+        except (wandb.Error, OSError) as e:
+            raise TrackingError(f"W&B: {e}") from e
+
+    return call
+
+
 class WandbWriter(Writer):
     name = "wandb"
 
@@ -92,11 +110,13 @@ class WandbWriter(Writer):
     def restore(self, entry: dict) -> None:
         self.epochs = set(entry.get("epochs", []))
 
+    @_as_tracking_error
     def log_params(self, params: dict[str, str]) -> None:
         # with their types: W&B's parallel coordinates and importance panels treat a
         # string "0.15" as a category
         self.run.config.update({k: typed(v) for k, v in params.items()}, allow_val_change=True)
 
+    @_as_tracking_error
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         images = {k: v for k, v in self.images.items() if v[0] == step}
         self.images = {}
@@ -109,9 +129,11 @@ class WandbWriter(Writer):
 
         self.images[key] = (step, wandb.Image(image, caption=caption or None))
 
+    @_as_tracking_error
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.run.save(str(path), base_path=str(Path(path).parent), policy="now")
 
+    @_as_tracking_error
     def finish(self, status: RunStatus) -> None:
         status = RunStatus(status)
         self.run.summary["status"] = status.value
