@@ -382,6 +382,9 @@ class SweepConfig:
     # re-run, continuing its tracked run from the last checkpoint.
     heartbeat_interval: int = 10
     grace_period: int = 30
+    # A storage call that meets a database outage (a PostgreSQL restart, a dropped
+    # connection) is retried for this long, then the sweep stops naming the cause.
+    storage_retry_s: float = 120.0
     # Stop the sweep when this many trials in a row fail with the same error (a bug or a
     # data problem, not a bad region of the search space); 0 = never.
     stop_after_failures: int = 3

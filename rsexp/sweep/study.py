@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rsexp.config import Config
 from rsexp.errors import StorageError  # noqa: F401 (raised here)
 
+_log = optuna.logging.get_logger("optuna.rsexp")
 # heartbeats, the retry callback and TPE's `group` are marked experimental in Optuna 5
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -65,11 +67,113 @@ def storage_url(url: str) -> str:
     )
 
 
+def _transient(e: BaseException) -> bool:
+    """A database that is restarting or unreachable (the connection refused, dropped or
+    invalidated, a locked SQLite file), as opposed to a bad query or bad data. Optuna
+    re-raises SQLAlchemy's errors from a commit as ``StorageInternalError`` ("invalid
+    data in the commit"): the cause decides."""
+    if isinstance(e, optuna.exceptions.StorageInternalError) and e.__cause__ is not None:
+        e = e.__cause__
+    if isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated:
+        return True
+    return isinstance(e, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
+
+
+class ResilientRDBStorage(RDBStorage):
+    """Optuna's RDB storage whose every call survives a transient database outage (a
+    PostgreSQL restart, a dropped connection): it is retried with backoff for up to
+    ``retry_s`` seconds, each time on a fresh connection (``pool_pre_ping`` drops dead
+    ones), then fails with :class:`StorageError` naming the storage and the real cause.
+    A worker's trial, its heartbeat and its per-epoch reports wait out the outage and
+    are stored when the database is back.
+
+    A write whose commit reached the database before the connection broke is not
+    applied twice where that matters: a trial state set again that the trial already
+    has is success. (A new trial whose creation is lost that way stays RUNNING without
+    a heartbeat and is failed as stale, as a dead worker's would be.)
+    """
+
+    def __init__(self, url: str, *args, retry_s: float = 120.0, **kwargs):
+        self.retry_s = retry_s
+        self.shown = _shown(url)
+        super().__init__(url, *args, **kwargs)
+
+    def _retried(self, name: str, call, *args, **kwargs):
+        start = time.monotonic()
+        deadline, delay, outage = start + self.retry_s, 0.5, None
+        while True:
+            try:
+                result = call(*args, **kwargs)
+                if outage is not None:
+                    _log.warning(f"storage {self.shown} is back after "
+                                 f"{time.monotonic() - start:.1f} s ({name})")  # fmt: skip
+                return result
+            except optuna.exceptions.UpdateFinishedTrialError:
+                if outage is not None and name == "set_trial_state_values":
+                    trial_id, state = args[0], args[1]
+                    if self.get_trial(trial_id).state == state:  # the first commit took
+                        return True
+                raise
+            except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+                if not _transient(e):
+                    raise
+                if outage is None:
+                    _log.warning(
+                        f"storage {self.shown} unreachable ({name}: "
+                        f"{str(e.__cause__ or e).strip().splitlines()[0][:200]}); retrying "
+                        f"for up to {self.retry_s:g} s"
+                    )
+                outage = e.__cause__ or e
+                if time.monotonic() >= deadline:
+                    raise StorageError(
+                        f"--storage {self.shown}: the database did not answer for "
+                        f"{self.retry_s:g} s (sweep.storage_retry_s): "
+                        f"{type(outage).__name__}: {str(outage).strip()[:300]}"
+                    ) from e
+                self.engine.dispose()  # reconnect: every pooled connection may be dead
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
+
+
+def _resilient(name: str):
+    def method(self, *args, **kwargs):
+        return self._retried(name, getattr(RDBStorage, name).__get__(self), *args, **kwargs)
+
+    method.__name__ = name
+    method.__doc__ = getattr(RDBStorage, name).__doc__
+    return method
+
+
+# every storage call Optuna makes: the public ones, the heartbeat, and the private ones
+# its cache layer (_CachedStorage, which wraps every RDBStorage) calls directly
+_PRIVATE = ("_get_stale_trial_ids", "_get_trials", "_create_new_trial", "_get_best_trial_id",
+            "_set_trial_param")  # fmt: skip
+_NOT_DB = (
+    "remove_session",
+    "upgrade",
+    "get_current_version",
+    "get_head_version",
+    "get_all_versions",
+    "get_heartbeat_interval",
+    "get_heartbeat_stale_trial_callback",
+)
+for _name in [
+    n
+    for n, v in vars(RDBStorage).items()
+    if callable(v) and (not n.startswith("_") or n in _PRIVATE) and n not in _NOT_DB
+]:  # fmt: skip
+    setattr(ResilientRDBStorage, _name, _resilient(_name))
+
+
 def make_storage(url: str, cfg: Config) -> RDBStorage:
     """RDB storage with heartbeats: a worker that dies leaves a stale trial, which the
-    next worker to start a trial fails and re-queues (``RetryHeartbeatStaleTrialCallback``)."""
+    next worker to start a trial fails and re-queues (``RetryHeartbeatStaleTrialCallback``);
+    every call survives a transient database outage (:class:`ResilientRDBStorage`)."""
     url = storage_url(url)
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    else:  # a connection that died with a server restart is replaced, not used
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     try:
         return _rdb(url, engine_kwargs, cfg)
     except ImportError as e:
@@ -82,8 +186,9 @@ def make_storage(url: str, cfg: Config) -> RDBStorage:
 
 
 def _rdb(url: str, engine_kwargs: dict, cfg: Config) -> RDBStorage:
-    return RDBStorage(
+    return ResilientRDBStorage(
         url,
+        retry_s=cfg.sweep.storage_retry_s,
         engine_kwargs=engine_kwargs,
         heartbeat_interval=cfg.sweep.heartbeat_interval,
         grace_period=cfg.sweep.grace_period,
