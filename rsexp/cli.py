@@ -68,9 +68,20 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--config", "-c", default=None, help="config whose train.runs_dir holds the run id"
     )
-    r.add_argument("overrides", nargs="*", help="e.g. train.runs_dir=/scratch/runs")
+    r.add_argument(
+        "overrides",
+        nargs="*",
+        help="only where the run's files, data and trackers live (train.runs_dir, data.root, "
+        "track.mlflow.tracking_uri, ...; train.epochs=N as --epochs N); any other is refused",
+    )
     r.add_argument("--until-epoch", type=int, default=None)
     r.add_argument("--epochs", type=int, default=None, help="extend the run to this many epochs")
+    r.add_argument(
+        "--accept-changed-inputs",
+        action="store_true",
+        help="continue although the guidance file, dataset index or clip cache changed "
+        "since the run started (recorded as a param of the run)",
+    )
     r.add_argument("--nproc", type=int, default=1, help=NPROC_HELP)
 
     sw = sub.add_parser("sweep", help="Optuna sweep, then confirmation runs and tables")
@@ -187,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                 until_epoch=args.until_epoch,
                 epochs=args.epochs,
                 runs_dir=runs_dir,
+                overrides=args.overrides,
+                accept_changed_inputs=args.accept_changed_inputs,
                 console=console,
             )
         elif args.command == "sweep":
@@ -241,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "figures":
             from rsexp.report.tables_cli import figures
 
-            return figures(args, console)
+            return figures(args, console, err)
         elif args.command == "sweep-worker":
             from rsexp.sweep.worker import run_worker
 

@@ -49,6 +49,24 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM: the run was checkpointed and marked KILLED."""
 
 
+class DiskFullError(OSError):
+    """No room to write a file; names it and the free space. Nothing is half-written."""
+
+
+class RunFileError(ValueError):
+    """A run folder's file that cannot be read (a half-written line, a damaged file);
+    names the file and the line."""
+
+
+class RunInUse(RuntimeError):
+    """Another process holds the run folder (or a sweep's confirmation stage); names it."""
+
+
+class ResumeRefused(ValueError):
+    """A resume that would change the run (overrides, changed inputs); says what and how
+    to go on. The run's record is left as it was."""
+
+
 class SweepStopped(RuntimeError):
     """The sweep ended without a result to confirm (trials failing the same way, or no
     trial completed); says why and where the logs are."""
@@ -73,6 +91,11 @@ USER_ERRORS = (
     GuidanceJobError,
     OpenAIKeyMissing,
     SourceError,
+    RunInUse,
+    ResumeRefused,
+    DiskFullError,
+    RunFileError,
+    StorageError,
 )
 
 __all__ = [
@@ -81,12 +104,16 @@ __all__ = [
     "ConfigError",
     "DatasetLayoutError",
     "DatasetNotFoundError",
+    "DiskFullError",
     "GuidanceFormatError",
     "GuidanceJobError",
     "Interrupted",
     "JobFailed",
     "NonFiniteLossError",
     "OpenAIKeyMissing",
+    "ResumeRefused",
+    "RunFileError",
+    "RunInUse",
     "SourceError",
     "StorageError",
     "SweepStopped",

@@ -119,6 +119,8 @@ def test_a_two_trial_sweep_writes_table2(tmp_path, monkeypatch):
         "sweep.heartbeat_interval=1",
         "sweep.grace_period=3",
         "track.backends=[local]",
+        # 4 frames hold the paper's segments apart only for immediate >= 0.2
+        "sweep.space.immediate={low: 0.2, high: 0.3}",
     )
     assert main(["sweep", "--config", CONFIG, *over]) == 0
     study = optuna.load_study(

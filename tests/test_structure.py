@@ -16,11 +16,13 @@ PKG = Path(__file__).resolve().parents[1] / "rsexp"
 # Layers in order; a module may import its own layer and those listed before it. The
 # reports read run folders (experiment) and studies (optuna), and the sweep ends by
 # writing them, so report sits below sweep. ``rsexp.errors`` holds every user-facing
-# error class (importable without torch) for the command line to catch.
+# error class (importable without torch) for the command line to catch; ``rsexp.fileio``
+# writes files whole or not at all, for every layer above the core.
 LAYERS = [
     "core",
     "config",
     "errors",
+    "fileio",
     "data",
     "guidance",
     "track",

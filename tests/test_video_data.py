@@ -426,6 +426,8 @@ def test_sweep_on_a_real_video_dataset_writes_its_tables(tmp_path):
         "train.epochs=1",  # the confirmation runs
         "sweep.confirm_seeds=[0]",
         "sweep.ablation_seeds=[0]",
+        # 4 frames hold the paper's segments apart only for immediate >= 0.2
+        "sweep.space.immediate={low: 0.2, high: 0.3}",
     ]
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=420)

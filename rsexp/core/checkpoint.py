@@ -55,8 +55,16 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
-        with open(tmp, "rb") as f:
+        with open(tmp, "wb") as f:
+            try:
+                torch.save({"format_version": FORMAT_VERSION, **state}, f)
+            except RuntimeError as e:
+                # torch's writer reports a failed write (a full disk) as a RuntimeError
+                # whose context is the OSError; the OSError is what happened
+                if isinstance(e.__context__, OSError):
+                    raise e.__context__ from None
+                raise
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:  # disk full, Ctrl-C: the previous checkpoint stays valid

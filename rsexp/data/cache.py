@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from rsexp.data.video import BadVideoError, ClipMeta, VideoEntry, decode_clip, source_id
+from rsexp.fileio import atomic
 
 CACHE_VERSION = 2  # 2: each clip records its source file (size, mtime)
 CACHE_FORMATS = {"jpeg": ".npz", "npy": ".npy"}
@@ -40,8 +41,7 @@ def _file_name(clip_id: str, fmt: str) -> str:
 
 def save_frames(path: Path, frames: np.ndarray) -> None:
     """Write [K, S, S, 3] uint8 frames atomically: ``.npy`` raw, ``.npz`` as JPEGs."""
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
+    with atomic(path) as tmp, tmp.open("wb") as f:
         if path.suffix == ".npy":
             np.save(f, frames)
         else:
@@ -52,7 +52,6 @@ def save_frames(path: Path, frames: np.ndarray) -> None:
                 jpegs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
             offsets = np.cumsum([0] + [len(j) for j in jpegs])
             np.savez(f, data=np.concatenate(jpegs), offsets=offsets)
-    os.replace(tmp, path)
 
 
 def load_frames(path: Path, idx=None) -> np.ndarray:

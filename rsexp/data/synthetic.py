@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rsexp.fileio import atomic, write_text
+
 GENERATOR_VERSION = 2
 _ACTOR_COLOUR = np.array([245, 245, 245], dtype=np.float32)
 CLASS_NAMES = ("E", "NE", "N", "NW", "W", "SW", "S", "SE")
@@ -171,17 +173,16 @@ def load_or_generate(cfg, num_frames: int, size: int, grid: int, root: str | Pat
             for name, n, seed in _SPLITS(cfg)
         }
         cache.mkdir(parents=True, exist_ok=True)
-        tmp = cache / "clips.tmp.npz"
-        np.savez(
-            tmp,
-            **{
-                f"{s}_{k}": getattr(split, k)
-                for s, split in splits.items()
-                for k in ("videos", "labels", "cells")
-            },
-        )
-        tmp.replace(files)
-        (cache / "meta.json").write_text(json.dumps(params, indent=1))
+        with atomic(files) as tmp, tmp.open("wb") as f:  # a full disk leaves no part
+            np.savez(
+                f,
+                **{
+                    f"{s}_{k}": getattr(split, k)
+                    for s, split in splits.items()
+                    for k in ("videos", "labels", "cells")
+                },
+            )
+        write_text(cache / "meta.json", json.dumps(params, indent=1))
         return splits, cache
     with np.load(files) as z:
         splits = {

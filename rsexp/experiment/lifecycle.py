@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+from rich.markup import escape
+
+from rsexp.errors import ResumeRefused
 from rsexp.experiment.interrupts import Interrupted, StopRun, sigterm_as_interrupt
 from rsexp.experiment.reporter import Reporter
 from rsexp.experiment.rundir import RunDir
@@ -21,6 +24,14 @@ class Outcome:
         self.tracker = None
         self.trainer = None
         self.status: RunStatus | None = None
+        self.unwritten = ""  # why summary.json could not be written, if it could not
+
+    def leave_as_it_was(self) -> None:
+        """A refused resume: the tracked runs get back the status the run had."""
+        previous = (self.run_dir.summary() or {}).get("status", RunStatus.KILLED.value)
+        self.status = RunStatus(previous)
+        if self.tracker is not None:
+            self.tracker.finish(self.status)
 
     def end(self, status: RunStatus, reason: str | None = None) -> dict | None:
         """Write ``summary.json`` and set every tracker's final status (both are tried:
@@ -36,9 +47,16 @@ class Outcome:
             elif not self.resumed:
                 summary = {"status": status.value, **({"error": reason} if reason else {})}
                 self.run_dir.write_summary(summary)
+        except OSError as e:  # a full disk: the trackers and the console still say it
+            if status is RunStatus.FINISHED:
+                raise  # a finished run must have its summary: the failure is recorded
+            self.unwritten = f"{self.run_dir.summary_path} could not be written: {e}"
+            self.reporter.console.print(
+                f"[red]run {status.value}[/]: {escape(reason or '')} | {escape(self.unwritten)}"
+            )
         finally:
             if self.tracker is not None:
-                self.tracker.finish(status)
+                self.tracker.finish(status, reason)
         return summary
 
 
@@ -55,6 +73,9 @@ def recorded(outcome: Outcome):
     except StopRun as e:
         outcome.end(RunStatus.STOPPED, str(e))
         raise
+    except ResumeRefused:  # nothing was trained: the run's record stays as it was
+        outcome.leave_as_it_was()
+        raise
     except KeyboardInterrupt as e:
         reason = str(e) or "interrupted"
         started = outcome.trainer is not None
@@ -65,7 +86,8 @@ def recorded(outcome: Outcome):
         raise Interrupted(reason) from None
     except Exception as e:
         reason = f"{type(e).__name__}: {e}"
+        outcome.status = None  # a finished run whose summary failed is a failed run
         outcome.end(RunStatus.FAILED, reason)
-        if outcome.trainer is not None:  # a setup error is the command line's to show
+        if outcome.trainer is not None and not outcome.unwritten:  # setup: the CLI's
             outcome.reporter.failed(reason, outcome.run_dir.path)
         raise

@@ -14,7 +14,6 @@ import os
 import time
 
 import torch
-from PIL import Image
 from rich.progress import Progress
 from torch.utils.data import DataLoader
 
@@ -31,7 +30,7 @@ from rsexp.experiment.readout import PendingSteps
 from rsexp.experiment.reporter import Reporter
 from rsexp.experiment.rundir import RunDir, write_json_atomic
 from rsexp.track import Tracker
-from rsexp.track.local import overlay_path
+from rsexp.track.local import overlay_path, save_png
 from rsexp.track.overlay import overlay_images, pick_overlay_clips, render_segmentation
 
 
@@ -292,9 +291,7 @@ class Trainer:
         img = render_segmentation(
             windows.keys[:n], windows.labels[:n], preds[:n], self.data.class_names
         )
-        path = overlay_path(self.run_dir.path, "overlay/segmentation", epoch)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(path, compress_level=1)
+        save_png(img, overlay_path(self.run_dir.path, "overlay/segmentation", epoch))
         caption = f"epoch {epoch}: {split} videos, true (top) and predicted (bottom) per frame"
         return {"overlay/segmentation": (img, caption)}
 
@@ -314,9 +311,7 @@ class Trainer:
             val, self.overlay_clips, out.logits, out.attn, self.data.class_names, oc.cell_px
         )
         for key, (img, caption) in images.items():
-            path = overlay_path(self.run_dir.path, key, epoch)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(path, compress_level=1)  # fast; the trackers re-encode
+            save_png(img, overlay_path(self.run_dir.path, key, epoch))
             images[key] = (img, f"epoch {epoch}: {caption}")
         return images
 

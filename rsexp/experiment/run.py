@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rsexp.config import Config, ConfigError, flatten, from_dict, to_dict
+from rsexp.errors import ResumeRefused
 from rsexp.experiment import distributed
 from rsexp.experiment.build import build_run, preflight
 from rsexp.experiment.lifecycle import Outcome, recorded
@@ -31,7 +32,7 @@ from rsexp.experiment.reporter import Reporter
 from rsexp.experiment.rundir import RunDir
 from rsexp.track import RunStatus, Tracker
 from rsexp.track.figures import loss_dynamics
-from rsexp.track.provenance import provenance, redact
+from rsexp.track.provenance import input_digests, provenance, redact
 
 
 @dataclass
@@ -64,13 +65,45 @@ def _tags(cfg: Config) -> dict[str, str]:
     }
 
 
+def _digests(parts) -> dict[str, str]:
+    data = parts.data
+    clips = [c for ids in data.split_ids().values() for c in ids]
+    return input_digests(data.digest, data.guidance_path, data.cache_dirs, clips)
+
+
+def check_inputs(source: RunDir, digests: dict[str, str], accept: bool, epoch: int) -> dict:
+    """A resume's inputs against the digests the run recorded when it started
+    (``params.json``): changed, the resume is refused naming what changed, unless
+    ``accept``: then the change is recorded as params of its own
+    (``inputs.changed_after_epoch_<N>.<key>``); the recorded digests stay as they were.
+
+    Raises:
+        ResumeRefused: naming each changed input, its old and new digest.
+    """
+    recorded = source.params()
+    names = {"guidance.digest": "the guidance file", "dataset.digest": "the dataset index",
+             "cache.digest": "the decoded clip cache"}  # fmt: skip
+    changed = {k: (recorded[k], v) for k, v in digests.items()
+               if k in recorded and recorded[k] != v}  # fmt: skip
+    if not changed:
+        return {}
+    what = "; ".join(f"{names.get(k, k)} ({k} {a} -> {b})" for k, (a, b) in changed.items())
+    if not accept:
+        raise ResumeRefused(
+            f"rsexp resume {source.path}: its inputs changed since epoch {epoch} was "
+            f"trained: {what}. Restore them, or continue on the new inputs with "
+            f"--accept-changed-inputs (recorded as a param of the run)"
+        )
+    return {f"inputs.changed_after_epoch_{epoch}.{k}": b for k, (_, b) in changed.items()}
+
+
 def _params(trainer: Trainer) -> dict[str, str]:
     parts = trainer.parts
     params = {
         k: json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)
         for k, v in flatten(to_dict(parts.cfg)).items()
     }
-    params.update(provenance(str(parts.device), parts.data.digest, parts.data.guidance_path))
+    params.update(provenance(str(parts.device), _digests(parts)))
     params["num_params"] = str(parts.num_params)
     # which guidance source the run used (tables can compare them): from the file's
     # metadata record; a file made elsewhere has none
@@ -89,6 +122,7 @@ def _setup(
     resumed: bool,
     d: distributed.Dist,
     source: RunDir | None = None,
+    accept_changed_inputs: bool = False,
 ) -> tuple[Trainer, dict]:
     """``rd``: where this process writes (a scratch folder on ranks other than 0);
     ``source``: the run folder a resume reads (``rd`` by default). The tracker and the
@@ -108,6 +142,10 @@ def _setup(
     tracker.start(rd.name, cfg.experiment, _tags(cfg))
     outcome.tracker = tracker
     parts = build_run(cfg, reporter.console, d)
+    changed = {}
+    if resumed:  # the inputs the trained epochs used, unchanged (or accepted as changed)
+        start = state["epoch"] if state is not None else 0
+        changed = check_inputs(source, _digests(parts), accept_changed_inputs, start)
     if not resumed:
         rd.write_splits(parts.data.split_ids(), cfg.data)
     trainer = Trainer(parts, rd, tracker, reporter, on_epoch)
@@ -116,7 +154,9 @@ def _setup(
     outcome.trainer = trainer
     reporter.header(cfg, rd.path, resumed)
     reporter.setup(cfg, parts, tracker.run_ids)
-    tracker.log_params(_params(trainer))
+    if changed:
+        reporter.console.print(f"[yellow]inputs changed[/], continuing on them: {changed}")
+    tracker.log_params({**_params(trainer), **changed})
     filled = tracker.sync(trainer.history) if resumed else {}
     return trainer, filled
 
@@ -156,6 +196,7 @@ def _run(
     until_epoch: int | None,
     source: RunDir | None = None,
     longer: bool = False,
+    accept_changed_inputs: bool = False,
 ) -> RunResult:
     """Set up, train, end: one outcome recorded however it ends
     (:mod:`rsexp.experiment.lifecycle`). ``source``: the run a resume continues;
@@ -164,7 +205,9 @@ def _run(
         console = Console(file=io.StringIO())
     outcome = Outcome(rd, Reporter(console), resumed=source is not None)
     with recorded(outcome):
-        trainer, filled = _setup(cfg, rd, outcome, on_epoch, source is not None, d, source)
+        trainer, filled = _setup(
+            cfg, rd, outcome, on_epoch, source is not None, d, source, accept_changed_inputs
+        )
         if longer:  # a longer schedule: recompute its step counts
             trainer.schedule.total_steps = trainer.schedule.steps_per_epoch * cfg.train.epochs
         if source is not None:
@@ -194,16 +237,33 @@ def train(
                 raise ConfigError(f"train.runs_dir: {runs} is not a folder")
             run_dir = distributed.broadcast(runs / cfg.experiment / new_run_id(cfg), d)
         rd = RunDir(run_dir)
-        if rd.has_checkpoint():
-            raise FileExistsError(f"{rd.path} already holds a run; use rsexp resume {rd.path}")
-        mine = own(rd)
         try:
-            mine.save_config(cfg)
+            rd.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(
                 f"train.runs_dir: cannot write the run folder {rd.path}: {e.strerror or e}"
             ) from None
-        return _run(cfg, mine, console, on_epoch, d, until_epoch=until_epoch)
+        with _owned(rd, d):
+            if rd.has_checkpoint():
+                raise FileExistsError(f"{rd.path} already holds a run; use rsexp resume {rd.path}")
+            mine = own(rd)
+            try:
+                mine.save_config(cfg)
+            except OSError as e:
+                raise ConfigError(
+                    f"train.runs_dir: cannot write the run folder {rd.path}: {e.strerror or e}"
+                ) from None
+            return _run(cfg, mine, console, on_epoch, d, until_epoch=until_epoch)
+
+
+@contextmanager
+def _owned(rd: RunDir, d: distributed.Dist):
+    """The run folder held for the run's life by the process that writes it (rank 0)."""
+    if d.is_main:
+        with rd.lock():
+            yield
+    else:
+        yield
 
 
 @contextmanager
@@ -221,21 +281,78 @@ def _processes(cfg: Config):
         distributed.finish(d)
 
 
+# What a resume may change: where the run's files, data and trackers live and how many
+# threads and workers it uses; never what it computes (rsexp resume --help lists them).
+MOVABLE = (
+    "train.runs_dir",
+    "train.threads",
+    "train.device",
+    "train.log_every",
+    "data.root",
+    "data.cache_dir",
+    "data.num_workers",
+    "data.decode_workers",
+    "track.mlflow.tracking_uri",
+    "track.mlflow.system_metrics_s",
+    "track.wandb.mode",
+    "track.retry_s",
+)
+
+
+def resume_overrides(cfg: Config, overrides: list[str], epochs: int | None, where: Path):
+    """``cfg`` with the overrides a resume accepts (:data:`MOVABLE`; ``train.epochs=N``
+    as ``--epochs N``), and the epochs to extend to. Any other override would change the
+    run: refused, naming it.
+
+    Raises:
+        ResumeRefused: naming the overrides refused and the ones accepted.
+    """
+    from rsexp.config import parse_override
+
+    refused, accepted = [], []
+    for arg in overrides:
+        key, value = parse_override(arg)
+        if key == "train.epochs":
+            if epochs is not None and epochs != value:
+                raise ResumeRefused(f"{arg} and --epochs {epochs} disagree; give one")
+            epochs = int(value)
+        elif key in MOVABLE:
+            accepted.append(arg)
+        else:
+            refused.append(arg)
+    if refused:
+        raise ResumeRefused(
+            f"rsexp resume {where}: {', '.join(refused)} would change the run (a resume "
+            f"continues it as it was trained). A resume accepts {', '.join(MOVABLE)}, and "
+            f"train.epochs=N (or --epochs N) to extend it; for other settings start a new "
+            f"run (rsexp train)"
+        )
+    if accepted:
+        cfg = from_dict(to_dict(cfg), accepted)
+    return cfg, epochs
+
+
 def resume(
     run: str | Path,
     *,
     until_epoch: int | None = None,
     epochs: int | None = None,
     runs_dir: str | Path = "runs",
+    overrides: list[str] = (),
+    accept_changed_inputs: bool = False,
     console: Console | None = None,
     on_epoch=None,
 ) -> RunResult:
     """Continue a run from its last checkpoint, in the same tracked runs.
 
-    ``epochs`` extends the schedule. Each backend is first given the epochs it lacks.
+    ``epochs`` extends the schedule. ``overrides``: only where the run's files, data and
+    trackers live (:data:`MOVABLE`); anything else is refused. The inputs the run
+    recorded (guidance file, dataset index, clip cache) must be as they were, unless
+    ``accept_changed_inputs`` (the change is then recorded as a param of its own). Each
+    backend is first given the epochs it lacks.
     """
     rd = RunDir.find(run, runs_dir)
-    cfg = rd.config()
+    cfg, epochs = resume_overrides(rd.config(), list(overrides), epochs, rd.path)
     if epochs is not None and epochs < cfg.train.epochs:
         raise ConfigError(
             f"--epochs {epochs}: {rd.path} is a {cfg.train.epochs}-epoch run; a resume can "
@@ -243,13 +360,13 @@ def resume(
         )
     if epochs is not None:
         cfg = replace(cfg, train=replace(cfg.train, epochs=epochs))
-    with _processes(cfg) as (d, own):
+    with _processes(cfg) as (d, own), _owned(rd, d):
         mine = own(rd)
-        if epochs is not None:
+        if epochs is not None or overrides:
             mine.save_config(cfg)
         return _run(
             cfg, mine, console, on_epoch, d, until_epoch=until_epoch, source=rd,
-            longer=epochs is not None,
+            longer=epochs is not None, accept_changed_inputs=accept_changed_inputs,
         )  # fmt: skip
 
 

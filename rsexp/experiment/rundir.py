@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
 from rsexp.config import Config, from_dict, load_yaml, to_dict
 from rsexp.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from rsexp.errors import RunFileError, RunInUse
+from rsexp.fileio import disk_full, is_disk_full, write_text
 from rsexp.track.local import METRICS_FILE, read_metrics
 from rsexp.track.provenance import redact
 from rsexp.track.tracker import TRACKERS_FILE
 
 
 def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=1, sort_keys=False))
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -34,6 +35,48 @@ def _link(src: Path, dst: Path) -> None:
     tmp.unlink(missing_ok=True)
     os.link(src, tmp)
     os.replace(tmp, dst)
+
+
+@contextmanager
+def folder_lock(path: Path, what: str, wait: float = 0):
+    """Hold ``path`` (a lock file) for the block: one owner at a time, across processes
+    and machines sharing the file system; released when the block ends or the process
+    dies (an OS file lock, never a stale marker). Another owner still holding it after
+    ``wait`` seconds: :class:`RunInUse` naming it (pid, host, since when, its command)."""
+    import socket
+    import sys
+    from datetime import datetime, timezone
+
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    owner = path.with_name(path.name + ".owner")
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=wait)
+    except Timeout:
+        try:
+            info = json.loads(owner.read_text())
+            held = (
+                f"pid {info['pid']} on {info['host']} since {info['since']}: "
+                f"{' '.join(info['command'])[:200]}"
+            )
+        except (OSError, ValueError, KeyError):
+            held = "another process"
+        raise RunInUse(
+            f"{what} is in use by {held}. One process writes it at a time: wait for that "
+            f"one to end (Ctrl-C checkpoints it), or use another folder"
+        ) from None
+    try:
+        since = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        write_json_atomic(
+            owner,
+            {"pid": os.getpid(), "host": socket.gethostname(), "since": since,
+             "command": sys.argv},
+        )  # fmt: skip
+        yield
+    finally:
+        lock.release()
 
 
 class RunDir:
@@ -77,6 +120,12 @@ class RunDir:
             )
         raise FileNotFoundError(f"run id {run!r} is ambiguous: {', '.join(map(str, matches))}")
 
+    def lock(self):
+        """Hold the folder for a run's life (``.lock``): a second ``rsexp train`` or
+        ``resume`` of the same folder, or a second worker on the same trial, is refused
+        with :class:`RunInUse` naming the owner."""
+        return folder_lock(self.path / ".lock", f"run folder {self.path}")
+
     # -- files
     @property
     def config_path(self) -> Path:
@@ -114,11 +163,15 @@ class RunDir:
         last = self.last_checkpoint
         if last.is_file():
             _link(last, self.previous_checkpoint)
+        target = self.best_checkpoint if best else last
+        try:
+            save_checkpoint(target, state)  # removes its temporary file when it fails
+        except OSError as e:
+            if is_disk_full(e):
+                raise disk_full(target, e) from None
+            raise
         if best:
-            save_checkpoint(self.best_checkpoint, state)
             _link(self.best_checkpoint, last)
-        else:
-            save_checkpoint(last, state)
 
     def load_state(self, map_location="cpu") -> tuple[dict, str | None]:
         """The newest readable checkpoint: ``(state, note)``, where ``note`` says so when
@@ -155,14 +208,22 @@ class RunDir:
     def save_config(self, cfg: Config) -> None:
         """``config.yaml`` with secret-looking values redacted (they never reach a file)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.path / f".{self.CONFIG}.tmp"
-        tmp.write_text(yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False))
-        os.replace(tmp, self.config_path)
+        write_text(self.config_path, yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False))
 
     def summary(self) -> dict | None:
+        """``summary.json``, None when the run has none yet.
+
+        Raises:
+            RunFileError: the file is not JSON (damaged), naming it.
+        """
         if not self.summary_path.is_file():
             return None
-        return json.loads(self.summary_path.read_text())
+        try:
+            return json.loads(self.summary_path.read_text())
+        except json.JSONDecodeError as e:
+            raise RunFileError(
+                f"{self.summary_path}: not JSON ({e.msg}, line {e.lineno})"
+            ) from None
 
     def write_summary(self, summary: dict) -> None:
         write_json_atomic(self.summary_path, summary)
@@ -181,6 +242,11 @@ class RunDir:
 
     def metrics(self) -> list[dict]:
         return read_metrics(self.path)
+
+    def params(self) -> dict[str, str]:
+        """``params.json``: the run's flattened config and provenance, as first recorded."""
+        path = self.path / self.PARAMS
+        return json.loads(path.read_text()) if path.is_file() else {}
 
     def tracker_ids(self) -> dict[str, str]:
         """``{backend: run id}`` of the tracked runs this folder mirrors."""

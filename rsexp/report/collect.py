@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from rsexp.errors import SourceError  # noqa: F401 (raised here)
+from rsexp.errors import RunFileError, SourceError  # noqa: F401 (raised here)
 from rsexp.experiment.rundir import RunDir
 
 
@@ -61,14 +61,20 @@ def _model(model: str, tags: dict, pretrained: str) -> str:
     return f"{model}*" if pretrained else model
 
 
-def from_runs_folder(root: str | Path) -> list[RunRecord]:
-    """Every finished run under ``root`` (its ``summary.json`` and ``config.yaml``)."""
+def from_runs_folder(root: str | Path, warn=None) -> list[RunRecord]:
+    """Every finished run under ``root`` (its ``summary.json`` and ``config.yaml``); a run
+    whose files cannot be read is left out and named to ``warn``."""
     root = Path(root)
     out = []
     for path in sorted(root.rglob("summary.json")):
         if "mlflow-artifacts" in path.parts or "wandb" in path.parts:
             continue  # copies logged as artifacts
-        summary = RunDir(path.parent).summary()
+        try:
+            summary = RunDir(path.parent).summary()
+        except RunFileError as e:
+            if warn is not None:
+                warn(f"{e}; the run is left out")
+            continue
         if summary.get("status") != "finished":
             continue
         # the raw YAML, not RunDir.config(): a run written by an older rsexp may hold keys
@@ -145,7 +151,7 @@ def from_mlflow(uri: str) -> list[RunRecord]:
     return sorted(out, key=lambda r: r.run_id)
 
 
-def collect(source: str) -> list[RunRecord]:
+def collect(source: str, warn=None) -> list[RunRecord]:
     """Records from ``source``: a runs folder, or an MLflow tracking URI."""
     if source.startswith(("sqlite:", "http:", "https:", "postgresql:", "mysql:")):
         return from_mlflow(source)
@@ -160,4 +166,4 @@ def collect(source: str) -> list[RunRecord]:
             f"--source {source}: not a runs folder and not an MLflow tracking URI "
             f"(sqlite:///..., http://...)"
         )
-    return from_runs_folder(source)
+    return from_runs_folder(source, warn)

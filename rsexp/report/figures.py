@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from rsexp.errors import RunFileError  # noqa: E402
 from rsexp.experiment.rundir import RunDir  # noqa: E402
 from rsexp.report.collect import RunRecord  # noqa: E402
 from rsexp.report.rows import group_rows  # noqa: E402
@@ -80,15 +81,28 @@ class Curve:
     point: tuple[int, float] | None = None
 
 
-def fig5_data(records: list[RunRecord]) -> dict[str, dict[str, list[Curve]]]:
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def fig5_data(records: list[RunRecord], warn=_warn) -> dict[str, dict[str, list[Curve]]]:
     """What :func:`fig5` draws: ``{dataset: {panel title: [curves]}}``, one curve per
     row (one configuration, :mod:`rsexp.report.rows`), its mean over seeds with a ± std
     band. Accuracy is per-epoch ``val/top1`` where every run has a validation split,
     else per-epoch training accuracy with the final ``test/top1`` as a point; the
     panel's title says which."""
-    out = {}
-    for ds, rows in group_rows(records).items():
-        hists = {row.label: [history(r) for r in row.runs] for row in rows}
+    out, readable, histories = {}, [], {}
+    for r in records:  # a run whose history cannot be read is left out, by name
+        try:
+            histories[r.ref] = history(r)
+        except RunFileError as e:
+            warn(f"{e}; run {r.run_id} is left out of Fig. 5")
+            continue
+        readable.append(r)
+    for ds, rows in group_rows(readable).items():
+        hists = {row.label: [histories[r.ref] for r in row.runs] for row in rows}
         acc = accuracy_key([h for hs in hists.values() for h in hs])
         names = {"val/top1": "val top-1", "train/top1": "train top-1; ● final test top-1"}
         panels: dict[str, list[Curve]] = {}
@@ -115,11 +129,11 @@ def fig5_data(records: list[RunRecord]) -> dict[str, dict[str, list[Curve]]]:
     return out
 
 
-def fig5(records: list[RunRecord], out: Path) -> list[Path]:
+def fig5(records: list[RunRecord], out: Path, warn=_warn) -> list[Path]:
     """One ``fig5_<dataset>.png`` per dataset: the four panels of the paper's Fig. 5
-    (:func:`fig5_data`), baselines dashed."""
+    (:func:`fig5_data`), baselines dashed; ``warn`` is told of each run left out."""
     written = []
-    for ds, panels in fig5_data(records).items():
+    for ds, panels in fig5_data(records, warn).items():
         fig, axes = plt.subplots(2, 2, figsize=(9, 6.5), constrained_layout=True)
         for ax, (title, curves) in zip(axes.flat, panels.items(), strict=True):
             for c in curves:

@@ -83,7 +83,7 @@ def _number(value: str) -> float | None:
         return None
 
 
-def _shown(value: str) -> str:
+def shown_url(value: str) -> str:
     x = _number(value)
     return f"{x:g}" if x is not None else value
 
@@ -147,7 +147,7 @@ def _differing(rows: list[Row]) -> list[str]:
 
 
 def _named(row: Row, keys: list[str], most: int = 3) -> str:
-    parts = [f"{SHORT.get(k, k)} = {_shown(row.config.get(k, '—'))}" for k in keys[:most]]
+    parts = [f"{SHORT.get(k, k)} = {shown_url(row.config.get(k, '—'))}" for k in keys[:most]]
     if len(keys) > most:
         parts.append(f"+{len(keys) - most} more")
     return ", ".join(parts)

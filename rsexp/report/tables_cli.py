@@ -23,20 +23,33 @@ def _study(args):
 
     if not args.storage:
         raise SourceError("--study needs --storage (the study's storage URL)")
+    import sqlalchemy.exc
+
+    from rsexp.report.studies import damaged, storage_url
+
     try:
-        return optuna.load_study(study_name=args.study, storage=args.storage)
+        return optuna.load_study(study_name=args.study, storage=storage_url(args.storage))
     except KeyError:
         raise SourceError(f"--study {args.study}: not in {args.storage}") from None
+    except sqlalchemy.exc.DatabaseError as e:
+        if isinstance(e, sqlalchemy.exc.OperationalError):
+            raise SourceError(f"--storage {args.storage}: cannot connect: {e.orig}") from None
+        raise damaged(args.storage, e) from None
 
 
-def figures(args, console: Console) -> int:
+def _warner(console: Console):
+    return lambda message: console.print(f"[yellow]left out[/]: {escape(message)}")
+
+
+def figures(args, console: Console, err: Console | None = None) -> int:
     from rsexp.report.figures import fig5, study_plots
 
-    records = select(collect(args.source), args.dataset, args.stage)
+    warn = _warner(err or console)
+    records = select(collect(args.source, warn), args.dataset, args.stage)
     out = _out(args, "figures")
     if not records and not args.study:
         raise SourceError(f"--source {args.source}: no finished run")
-    written = fig5(records, out) if records else []
+    written = fig5(records, out, warn) if records else []
     if args.study:
         written += study_plots(_study(args), out / args.study)
     console.print(
@@ -46,7 +59,7 @@ def figures(args, console: Console) -> int:
 
 
 def tables(args, console: Console, err: Console) -> int:
-    records = select(collect(args.source), args.dataset, args.stage)
+    records = select(collect(args.source, _warner(err)), args.dataset, args.stage)
     out = _out(args, "tables")
     formats = FORMATS if args.format == "all" else (args.format,)
     written: list[Path] = []

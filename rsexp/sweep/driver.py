@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 
 import optuna
 from optuna.storages import fail_stale_trials
@@ -24,9 +25,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from rsexp.config import Config, ConfigError, load_config
+from rsexp.errors import RunInUse
 from rsexp.experiment import Interrupted, prepare
 from rsexp.experiment.build import preflight
 from rsexp.experiment.interrupts import die_with_parent, signals_as_flags
+from rsexp.experiment.readout import epoch_metrics
+from rsexp.experiment.rundir import folder_lock
 from rsexp.sweep import space as sp
 from rsexp.sweep.common import (
     PARENT_ATTR,
@@ -153,6 +157,13 @@ def sweep(
             f"data.val_fraction is 0; the test split never chooses"
         )
     preflight(cfg)  # a typo or a missing dataset: before the study or any run exists
+    sp.check_space(cfg)  # and every point of the search space is a config the run takes
+    metrics = epoch_metrics(cfg)
+    if cfg.sweep.objective not in metrics:
+        raise ConfigError(
+            f"sweep.objective: no run logs {cfg.sweep.objective!r} every epoch; the "
+            f"objective is one of {', '.join(metrics)}"
+        )
     devices = worker_devices(cfg.sweep.devices, workers, visible_gpus(), cfg.sweep.nproc)
     # Check the data is there, read the index, decode the clip cache and load the guidance
     # once, here: the workers start on a warm cache and a data problem (missing data
@@ -162,18 +173,21 @@ def sweep(
         prepare(load_config(config, [*overrides, "data.val_fraction=0"]), console)
     study_name = study_name or f"{cfg.experiment}-{cfg.model.name}"
     storage_url = storage or default_storage(cfg)
-    study = open_study(study_name, make_storage(storage_url, cfg), cfg, trial_epochs(cfg))
-    if study.user_attrs.get("budget") != cfg.sweep.trials:
-        study.set_user_attr("budget", cfg.sweep.trials)
-    if study.user_attrs.get(STOPPED_ATTR):  # run again on purpose: try again
-        study.set_user_attr(STOPPED_ATTR, None)
-    if not study.get_trials(deepcopy=False):  # the paper's settings go first
-        study.enqueue_trial(sp.trial_params(sp.knobs_of(cfg), cfg.sweep.space))
-    fail_stale_trials(study)
-    requeued = requeue_interrupted(study)
-    _parent_run(cfg, study)
     paths = sweep_paths(cfg, study_name, reports)
     paths.root.mkdir(parents=True, exist_ok=True)
+    # two drivers of one study set it up one after the other: one first trial of the
+    # paper's settings, one MLflow parent run
+    with folder_lock(paths.root / ".setup.lock", f"sweep {study_name}'s setup", wait=120):
+        study = open_study(study_name, make_storage(storage_url, cfg), cfg, trial_epochs(cfg))
+        if study.user_attrs.get("budget") != cfg.sweep.trials:
+            study.set_user_attr("budget", cfg.sweep.trials)
+        if study.user_attrs.get(STOPPED_ATTR):  # run again on purpose: try again
+            study.set_user_attr(STOPPED_ATTR, None)
+        if not study.get_trials(deepcopy=False):  # the paper's settings go first
+            study.enqueue_trial(sp.trial_params(sp.knobs_of(cfg), cfg.sweep.space))
+        fail_stale_trials(study)
+        requeued = requeue_interrupted(study)
+        _parent_run(cfg, study)
     console.rule(f"[bold]rsexp sweep[/] {study_name} ({escape(redact_text(storage_url))})")
     if requeued:
         console.print(f"re-running interrupted trials {requeued} from their checkpoints")
@@ -189,13 +203,32 @@ def sweep(
                 f"{study.user_attrs[STOPPED_ATTR]}. Fix the cause and run the same command "
                 f"again to continue (worker logs: {paths.root}/worker-<i>.log)"
             )
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            reasons = sorted(
+                {t.user_attrs.get("fail_reason", "") for t in study.get_trials()} - {""}
+            )
+            raise SweepStopped(
+                f"sweep {study_name}: no trial completed"
+                + (f" (trial failures: {'; '.join(reasons[:3])})" if reasons else "")
+                + f"; see {paths.root}/worker-*.log"
+            )
         if trials_only:  # another machine's driver confirms (several machines, one study)
             console.print(
                 f"trials done ({budget_used(study)} of {cfg.sweep.trials}); "
                 "--trials-only: no confirmation runs or tables from this machine"
             )
             return {"study": study_name, "reports": []}
-        return confirm(cfg, overrides, config, study, paths, devices, console)
+        with ExitStack() as held:
+            try:
+                what = f"sweep {study_name}'s confirmation stage"
+                held.enter_context(folder_lock(paths.root / ".confirm.lock", what))
+            except RunInUse as e:  # another driver of this study confirms: this one joined
+                console.print(
+                    f"trials done ({budget_used(study)} of {cfg.sweep.trials}); the "
+                    f"confirmation runs and tables are another driver's: {escape(str(e))}"
+                )
+                return {"study": study_name, "reports": []}
+            return confirm(cfg, overrides, config, study, paths, devices, console)
     except KeyboardInterrupt:
         _close_parent(cfg, study, RunStatus.KILLED)
         raise

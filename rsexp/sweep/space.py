@@ -74,3 +74,33 @@ def knobs_from_params(params: dict, space: SearchSpace) -> dict[str, float]:
         else:
             out[k] = params[k]
     return out
+
+
+def check_space(cfg: Config) -> None:
+    """Every point of the search space is a config the run accepts: each knob at both
+    ends of its range (and at 0 where the sweep may switch a term off), the segment
+    knobs at each corner, checked by the config's own rules and the model's shape
+    checks at the data's frame count, before the first trial.
+
+    Raises:
+        ConfigError: naming the ``sweep.space`` key, the value and the rule it breaks.
+    """
+    from rsexp.config import ConfigError, from_dict, to_dict
+    from rsexp.experiment.build import preflight
+
+    space, base = cfg.sweep.space, knobs_of(cfg)
+    tree = {k: v for k, v in to_dict(cfg).items() if k != "sweep"}
+    points: list[tuple[str, dict]] = []
+    for k in KNOBS:
+        dim = getattr(space, k)
+        for end, v in (("low", dim.low), ("high", dim.high)):
+            points.append((f"sweep.space.{k}: {end} {v:g}", {k: v}))
+    for im in (space.immediate.low, space.immediate.high):
+        for share in (space.context_share.low, space.context_share.high):
+            name = f"sweep.space.immediate {im:g} with sweep.space.context_share {share:g}"
+            points.append((name, {"immediate": im, "context_share": share}))
+    for name, values in points:
+        try:
+            preflight(from_dict(tree, to_overrides({**base, **values})))
+        except ConfigError as e:
+            raise ConfigError(f"{name} gives a config the run refuses: {e}") from None

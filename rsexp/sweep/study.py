@@ -13,6 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from rsexp.config import Config
 from rsexp.errors import StorageError  # noqa: F401 (raised here)
+from rsexp.report.studies import damaged, shown_url, storage_url  # noqa: F401 (re-exported)
 
 _log = optuna.logging.get_logger("optuna.rsexp")
 # heartbeats, the retry callback and TPE's `group` are marked experimental in Optuna 5
@@ -23,48 +24,6 @@ def default_storage(cfg: Config) -> str:
     path = Path(cfg.train.runs_dir).resolve() / cfg.experiment / "optuna.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
-
-
-def _shown(url: str) -> str:
-    from rsexp.track.provenance import redact_text
-
-    return redact_text(url)
-
-
-def storage_url(url: str) -> str:
-    """Check a storage URL and name its driver.
-
-    SQLAlchemy 2 maps a plain ``postgresql://`` to psycopg 3; rsexp installs psycopg2
-    (``psycopg2-binary``), so such a URL is given that driver unless psycopg 3 is there.
-    """
-    import importlib.util
-
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise StorageError(
-            f"--storage {_shown(url)!r} is not a URL; use sqlite:///<path>.db or "
-            f"postgresql://<user>@<host>/<database>"
-        )
-    dialect = scheme.split("+")[0]
-    if dialect == "sqlite":
-        path = Path(rest.removeprefix("/")) if rest.startswith("/") else Path(rest)
-        if rest and not path.parent.is_dir():
-            raise StorageError(
-                f"--storage {_shown(url)}: the folder {path.parent} does not exist; create it "
-                f"first (or leave --storage out for runs/<dataset>/optuna.db)"
-            )
-        return url
-    if dialect in ("postgresql", "postgres"):
-        driver = "psycopg" if importlib.util.find_spec("psycopg") else "psycopg2"
-        if "+" not in scheme:
-            url = f"postgresql+{driver}://{rest}"
-        return url
-    if dialect in ("mysql", "mariadb"):
-        return url
-    raise StorageError(
-        f"--storage {_shown(url)}: unknown database {scheme!r}; Optuna's RDB storage takes "
-        f"sqlite:///..., postgresql://... or mysql://..."
-    )
 
 
 def _transient(e: BaseException) -> bool:
@@ -95,7 +54,7 @@ class ResilientRDBStorage(RDBStorage):
 
     def __init__(self, url: str, *args, retry_s: float = 120.0, **kwargs):
         self.retry_s = retry_s
-        self.shown = _shown(url)
+        self.shown = shown_url(url)
         super().__init__(url, *args, **kwargs)
 
     def _retried(self, name: str, call, *args, **kwargs):
@@ -115,6 +74,9 @@ class ResilientRDBStorage(RDBStorage):
                         return True
                 raise
             except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+                cause = e.__cause__ if e.__cause__ is not None else e
+                if isinstance(cause, sqlalchemy.exc.DatabaseError) and not _transient(e):
+                    raise damaged(self.url, cause) from None
                 if not _transient(e):
                     raise
                 if outage is None:
@@ -178,11 +140,13 @@ def make_storage(url: str, cfg: Config) -> RDBStorage:
         return _rdb(url, engine_kwargs, cfg)
     except ImportError as e:
         raise StorageError(
-            f"--storage {_shown(url)}: the database driver is not installed ({e.name}); "
+            f"--storage {shown_url(url)}: the database driver is not installed ({e.name}); "
             f"pip install {'psycopg2-binary' if 'psycopg' in str(e.name) else e.name}"
         ) from e
     except sqlalchemy.exc.OperationalError as e:
-        raise StorageError(f"--storage {_shown(url)}: cannot connect: {e.orig}") from e
+        raise StorageError(f"--storage {shown_url(url)}: cannot connect: {e.orig}") from e
+    except sqlalchemy.exc.DatabaseError as e:  # a damaged file: not something to retry
+        raise damaged(url, e) from None
 
 
 def _rdb(url: str, engine_kwargs: dict, cfg: Config) -> RDBStorage:
@@ -196,12 +160,52 @@ def _rdb(url: str, engine_kwargs: dict, cfg: Config) -> RDBStorage:
     )
 
 
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler's seed for trial ``number`` of a sweep seeded ``seed``."""
+    return (seed * 1_000_003 + number * 7_919 + 17) % 2**31
+
+
+class _PerTrialSeed:
+    """A sampler whose random draws for a trial are seeded by ``sweep.seed`` and the
+    trial's number, not by the worker: parallel workers (each a sampler of its own, all
+    built from the same ``sweep.seed``) would otherwise draw the same start-up knobs
+    (the embedded sweep ran trial 3 with trial 1's knobs; 4 random workers duplicated 45
+    of 60 trials). Trial numbers are unique in a study, so are the draws; a study is
+    reproducible for a given seed, whatever the number of workers, wherever its
+    suggestions depend on the draws alone."""
+
+    def before_trial(self, study, trial) -> None:
+        seed = trial_seed(self._sweep_seed, trial.number)
+        self._rng.rng.seed(seed)
+        for inner in self._inner_random():
+            inner._rng.rng.seed(seed + 1)
+        super().before_trial(study, trial)
+
+    def _inner_random(self) -> list:
+        return []
+
+
+class SweepRandomSampler(_PerTrialSeed, optuna.samplers.RandomSampler):
+    def __init__(self, seed: int):
+        super().__init__(seed=seed)
+        self._sweep_seed = seed
+
+
+class SweepTPESampler(_PerTrialSeed, optuna.samplers.TPESampler):
+    def __init__(self, seed: int, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self._sweep_seed = seed
+
+    def _inner_random(self) -> list:
+        return [self._random_sampler]  # TPE's start-up trials draw from it
+
+
 def make_sampler(cfg: Config) -> optuna.samplers.BaseSampler:
     if cfg.sweep.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=cfg.sweep.seed)
+        return SweepRandomSampler(seed=cfg.sweep.seed)
     # Optuna 5's TPE is multivariate by default; group=True handles the conditional
     # "<knob>_off" switches; constant_liar keeps parallel workers from sampling alike.
-    return optuna.samplers.TPESampler(
+    return SweepTPESampler(
         seed=cfg.sweep.seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=3
     )
 
@@ -236,6 +240,8 @@ def open_study(name: str, storage: RDBStorage, cfg: Config, epochs: int) -> optu
                 "group": True,
                 "constant_liar": True,
                 "n_startup_trials": 3,
+                # each trial's draws: trial_seed(seed, trial number), whichever worker
+                "seeds": "per trial: (seed * 1000003 + number * 7919 + 17) mod 2^31",
             },
         )
         study.set_user_attr("pruner", cfg.sweep.pruner)
@@ -252,10 +258,15 @@ def retry_of(trial: FrozenTrial) -> int | None:
 
 def counts(trials: list[FrozenTrial]) -> set[int]:
     """Numbers of the trials that use the budget: every trial except one that a later
-    trial re-runs (its retry counts instead) and surplus trials stopped for the budget."""
+    trial re-runs (its retry counts instead), surplus trials stopped for the budget, and
+    trials that drew another trial's knobs (stopped before training, ``duplicate_of``)."""
     replaced = {r for t in trials if (r := retry_of(t)) is not None}
     return {
-        t.number for t in trials if t.number not in replaced and not t.user_attrs.get("surplus")
+        t.number
+        for t in trials
+        if t.number not in replaced
+        and not t.user_attrs.get("surplus")
+        and t.user_attrs.get("duplicate_of") is None
     }
 
 

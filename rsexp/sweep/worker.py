@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import optuna
@@ -25,7 +26,7 @@ from rsexp.sweep.common import (
     sweep_paths,
     trial_epochs,
 )
-from rsexp.sweep.study import budget_used, counts, make_storage, open_study
+from rsexp.sweep.study import budget_used, counts, make_storage, open_study, retry_of
 
 
 class Objective:
@@ -62,8 +63,8 @@ class Objective:
                 raise StopRun(f"pruned at epoch {record['epoch']}")
 
         overrides = self._overrides(knobs, trial.number)
-        cfg = load_config(None, overrides)
         try:
+            cfg = load_config(None, overrides)  # a sampled config the run refuses: FAIL
             if self.cfg.sweep.nproc > 1:  # the sweep settings are the worker's
                 summary = self._distributed(trial, run_dir, overrides)
             else:
@@ -127,6 +128,12 @@ class Objective:
             study.stop()
             raise optuna.TrialPruned("trial budget already used by other workers")
         knobs = sp.sample(trial, self.cfg.sweep.space)
+        if previous is None and (dup := duplicate_of(study, trial)) is not None:
+            # the budget is spent on distinct knobs: this one does not count, and the
+            # worker draws again (a space with fewer points than the budget is exhausted
+            # once DUPLICATES_EXHAUSTED draws in a row repeat; then repeats train)
+            trial.set_user_attr("duplicate_of", dup)
+            raise optuna.TrialPruned(f"drew the knobs of trial {dup}; drawing again")
         trial.set_user_attr("knobs", knobs)
         run_dir = Path(previous) if previous else self.paths.trial(trial.number)
         if previous:
@@ -152,8 +159,41 @@ class Objective:
             trial.set_user_attr(f"{backend}_run_id", run_id)
 
 
+DUPLICATES_EXHAUSTED = 20
+
+
+def duplicate_of(study: optuna.Study, trial: optuna.Trial) -> int | None:
+    """The number of an earlier trial with exactly this trial's params (a re-run of the
+    same trial aside), unless the space looks exhausted (the last
+    ``DUPLICATES_EXHAUSTED`` trials were all duplicates)."""
+    trials = study.get_trials(deepcopy=False)
+    mine = next(t for t in trials if t.number == trial.number)
+    recent = [t for t in trials if t.number < trial.number][-DUPLICATES_EXHAUSTED:]
+    if len(recent) == DUPLICATES_EXHAUSTED and all(
+        t.user_attrs.get("duplicate_of") is not None for t in recent
+    ):
+        return None
+    related = {retry_of(mine)} | {t.number for t in trials if retry_of(t) == trial.number}
+    for t in trials:
+        if (
+            t.number != trial.number
+            and t.number not in related
+            and t.params == mine.params
+            and t.state != TrialState.WAITING
+            and t.user_attrs.get("duplicate_of") is None
+            and not t.user_attrs.get("surplus")
+        ):
+            return t.number
+    return None
+
+
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
 def same_failures(study: optuna.Study, k: int) -> str | None:
-    """The reason, when the last ``k`` finished trials all failed with the same one."""
+    """The reason, when the last ``k`` finished trials all failed with the same one (the
+    same error with other numbers in it, e.g. each trial's own sampled value, is the
+    same one)."""
     done = [
         t
         for t in study.get_trials(deepcopy=False)
@@ -163,8 +203,10 @@ def same_failures(study: optuna.Study, k: int) -> str | None:
     last = done[-k:]
     if k < 1 or len(last) < k or any(t.state != TrialState.FAIL for t in last):
         return None
-    reasons = {t.user_attrs.get("fail_reason") for t in last}
-    return reasons.pop() if len(reasons) == 1 and None not in reasons else None
+    reasons = [t.user_attrs.get("fail_reason") for t in last]
+    if None in reasons or len({_NUMBER.sub("#", r) for r in reasons}) != 1:
+        return None
+    return reasons[-1]
 
 
 def waiting(study: optuna.Study) -> bool:

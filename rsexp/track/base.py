@@ -72,7 +72,8 @@ class Writer(ABC):
     - :meth:`logged_epochs` tells which epochs (steps) this backend already holds, so a
       resume logs each missing epoch once and no epoch twice.
     - Metrics and images are logged with ``step = epoch``; :meth:`finish` sets the final
-      status, a :class:`RunStatus`, in the backend's own terms and as the same word.
+      status, a :class:`RunStatus`, in the backend's own terms and as the same word,
+      with the reason of a run that did not finish.
     - Failures raise :class:`TrackingError` (a connection error included: the tracker
       retries it and keeps training going); a writer never swallows them.
 
@@ -105,7 +106,7 @@ class Writer(ABC):
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
 
     @abstractmethod
-    def finish(self, status: RunStatus) -> None: ...
+    def finish(self, status: RunStatus, reason: str = "") -> None: ...
 
     def logged_image_steps(self) -> set[tuple[str, int]]:
         return set()

@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from rsexp.fileio import atomic  # noqa: E402
+
 
 def loss_dynamics(history: list[dict], path: str | Path, title: str = "") -> Path:
     """2x2 panels vs. epoch: total loss, accuracy, spatial loss, temporal loss."""
@@ -43,6 +45,9 @@ def loss_dynamics(history: list[dict], path: str | Path, title: str = "") -> Pat
         fig.suptitle(title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return path

@@ -3,23 +3,48 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from rsexp.errors import RunFileError
+from rsexp.fileio import append_line, atomic, write_text
 from rsexp.track.base import RunInfo, Writer
 
 METRICS_FILE = "metrics.jsonl"
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The epochs of ``metrics.jsonl``, one per line.
+
+    Raises:
+        RunFileError: naming the file and the line that is not a whole record (a line
+            cut short by a crash or a full disk on another machine's writer).
+    """
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise RunFileError(
+                f"{path}, line {n}: not a whole JSON record ({e.msg}: {line[:60]!r})"
+            ) from None
+    return out
+
+
+def save_png(image: np.ndarray, path: Path) -> Path:
+    """``image`` as a PNG at ``path``, whole or not at all (fast: trackers re-encode)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG", compress_level=1)
+    return path
 
 
 def overlay_path(run_dir: Path, key: str, step: int) -> Path:
@@ -50,24 +75,23 @@ class LocalWriter(Writer):
 
     def rewrite(self, history: list[dict]) -> None:
         """Make ``metrics.jsonl`` hold exactly ``history`` (resume: checkpoint is truth)."""
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
-        os.replace(tmp, self.path)
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in history))
 
     def log_params(self, params: dict[str, str]) -> None:
-        tmp = self.run_dir / ".params.json.tmp"
-        tmp.write_text(json.dumps(params, indent=1))
-        os.replace(tmp, self.run_dir / "params.json")
+        """``params.json``: a param is recorded once, as MLflow's are: a resume adds the
+        keys it brings and never rewrites one (the digests of the inputs the first epochs
+        were trained on stay; a change is a param of its own)."""
+        path = self.run_dir / "params.json"
+        held = json.loads(path.read_text()) if path.is_file() else {}
+        write_text(path, json.dumps({**params, **held}, indent=1))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"epoch": step, **metrics}) + "\n")
+        append_line(self.path, json.dumps({"epoch": step, **metrics}))  # whole, or not
 
     def log_image(self, key: str, image: np.ndarray, step: int, caption: str = "") -> None:
         path = overlay_path(self.run_dir, key, step)
         if not path.is_file():  # the experiment may already have written it
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(path, compress_level=1)
+            save_png(image, path)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         dest = self.run_dir / (artifact_path or "") / Path(path).name
@@ -75,5 +99,5 @@ class LocalWriter(Writer):
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
 
-    def finish(self, status) -> None:
+    def finish(self, status, reason: str = "") -> None:
         pass  # the run's status goes into summary.json (rsexp.experiment.lifecycle)

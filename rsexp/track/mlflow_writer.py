@@ -95,6 +95,9 @@ class MlflowWriter(Writer):
         if not tracking_uri:  # embedded store: artifacts beside it under runs/
             Path(runs_dir).mkdir(parents=True, exist_ok=True)
             self.artifact_root = (Path(runs_dir).resolve() / EMBEDDED_ARTIFACTS).as_uri()
+        elif tracking_uri.startswith("sqlite:///"):  # beside the database, not in ./mlruns
+            db = Path(tracking_uri.removeprefix("sqlite:///"))
+            self.artifact_root = (db.resolve().parent / EMBEDDED_ARTIFACTS).as_uri()
 
     def start(self, info: RunInfo) -> str:
         check_reachable(self.uri)
@@ -218,10 +221,12 @@ class MlflowWriter(Writer):
         return monitor
 
     @_as_tracking_error
-    def finish(self, status: RunStatus) -> None:
+    def finish(self, status: RunStatus, reason: str = "") -> None:
         if self.monitor is not None:
             self.monitor.finish()
             self.monitor = None
         status = RunStatus(status)
         self.client.set_tag(self.run_id, "status", status.value)
+        if reason:
+            self.client.set_tag(self.run_id, "error", reason[:4000])
         self.client.set_terminated(self.run_id, status.mlflow)

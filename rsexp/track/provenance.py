@@ -89,16 +89,44 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def provenance(device: str, data_digest: str, guidance_path: str | Path) -> dict[str, str]:
+def input_digests(
+    data_digest: str, guidance_path: str | Path, cache_dirs=(), clips=()
+) -> dict[str, str]:
+    """What a run's numbers depend on outside its config, as digests: the dataset's index
+    (ids and labels of every split), the guidance file, the decoded clip cache (the
+    current record of each of the run's ``clips``: its source file's size and mtime, so
+    a video replaced since is a change; the records of other runs' clips are not). A
+    resume compares them."""
+    import json
+
+    h, clips = hashlib.sha256(), set(clips)
+    for d in sorted(Path(c) for c in cache_dirs):
+        meta = d / "meta.jsonl"
+        if not meta.is_file():  # generated data: the folder's name is its digest
+            h.update(d.name.encode())
+            continue
+        current = {}
+        for line in meta.read_text().splitlines():
+            if line.strip():
+                current[json.loads(line)["clip"]] = line  # a later line replaces
+        mine = {c: v for c, v in current.items() if c in clips} or current
+        h.update("\n".join(v for _, v in sorted(mine.items())).encode())
+    return {
+        "dataset.digest": data_digest,
+        # a baseline (lambda_s = 0) trains without a guidance file: it has none
+        "guidance.digest": file_digest(guidance_path) if Path(guidance_path).is_file() else "none",
+        "cache.digest": h.hexdigest()[:16],
+    }
+
+
+def provenance(device: str, digests: dict[str, str]) -> dict[str, str]:
     commit, dirty = git_state(Path(__file__).resolve().parent)
     prov = {
         "git.commit": commit,
         "git.dirty": str(dirty).lower(),
         "python": platform.python_version(),
         "device": device,
-        "dataset.digest": data_digest,
-        # a baseline (lambda_s = 0) trains without a guidance file: it has none
-        "guidance.digest": file_digest(guidance_path) if Path(guidance_path).is_file() else "none",
+        **digests,
     }
     for pkg in ("torch", "timm", "optuna", "mlflow", "wandb"):
         prov[f"version.{pkg}"] = version(pkg)

@@ -17,7 +17,6 @@ tried for up to ``track.retry_s`` more; still down, the run ends as it would hav
 from __future__ import annotations
 
 import json
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 from PIL import Image
 from rich.markup import escape
 
+from rsexp.fileio import write_text
 from rsexp.track.base import RunInfo, RunStatus, TrackingError, Writer, safe_key
 from rsexp.track.local import LocalWriter, overlay_path
 
@@ -124,9 +124,7 @@ class Tracker:
         ledger = {}
         for w in self.backends:
             ledger[w.name] = {"run_id": self.refs.get(w.name), **w.ledger()}
-        tmp = self.ledger_path.with_name(f".{TRACKERS_FILE}.tmp")
-        tmp.write_text(json.dumps(ledger, indent=1))
-        os.replace(tmp, self.ledger_path)
+        write_text(self.ledger_path, json.dumps(ledger, indent=1))
 
     # -- one backend call: retried, then the backend is marked down
     def _call(self, w: Writer, what: str, fn) -> bool:
@@ -291,11 +289,16 @@ class Tracker:
             name = f"file {Path(path).name}"
             self._call(w, name, lambda w=w: w.log_artifact(path, artifact_path))
 
-    def finish(self, status: RunStatus) -> None:
+    def finish(self, status: RunStatus, reason: str = "") -> None:
         """Flush, bring back a backend that was down (trying for ``track.retry_s``), then
-        set every backend's final status. One still down is named with what it lacks."""
+        set every backend's final status. One still down is named with what it lacks.
+        An error of the run folder's own files (a full disk while writing the ledger)
+        is raised after the backends have their status."""
+        folder_error = None
         try:
             self.flush()
+        except OSError as e:  # the backends still get their status, then it is raised
+            folder_error = e
         finally:
             self._pool.shutdown(wait=True)
         deadline = time.monotonic() + self.retry_s
@@ -315,7 +318,9 @@ class Tracker:
                     f"{escape(str(self.run_dir))}` gives them to it"
                 )
                 continue
-            self._call(w, "final status", lambda w=w: w.finish(status))
+            self._call(w, "final status", lambda w=w: w.finish(status, reason))
+        if folder_error is not None:
+            raise folder_error
         self._write_ledger()
 
 

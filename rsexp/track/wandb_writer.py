@@ -134,8 +134,10 @@ class WandbWriter(Writer):
         self.run.save(str(path), base_path=str(Path(path).parent), policy="now")
 
     @_as_tracking_error
-    def finish(self, status: RunStatus) -> None:
+    def finish(self, status: RunStatus, reason: str = "") -> None:
         status = RunStatus(status)
         self.run.summary["status"] = status.value
+        if reason:
+            self.run.summary["error"] = reason[:4000]
         # W&B marks a run that exits non-zero as failed: only a failure is one
         self.run.finish(exit_code=1 if status is RunStatus.FAILED else 0)
