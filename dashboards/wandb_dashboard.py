@@ -39,9 +39,19 @@ LOSSES = ["loss/total", "loss/ce", "loss/spatial", "loss/temporal"]
 ACCURACY = ["val/top1", "val/top5"]
 VAL_LOSSES = ["val/clip_loss", "val/loss_spatial"]
 OBJECTIVE = "val/top1"
-# the swept knobs (sweep.space), as the run's config names them: the keys the sweep's
-# own overrides set, so a knob added or renamed there shows here too
-KNOBS = [o.split("=", 1)[0] for o in sp.to_overrides(dict.fromkeys(sp.KNOBS, 0.5))]
+
+
+def knob_keys(cfg) -> list[str]:
+    """The swept settings of ``cfg.sweep.space`` as a run's config names them (the
+    dotted keys W&B holds), those the sweep varies: from the space itself, so a
+    dimension added to it (``optim.lr``) shows here too."""
+    return [
+        sp.setting(name)
+        for name, dim in cfg.sweep.space.items()
+        if dim.choices is not None or dim.low != dim.high
+    ]
+
+
 X = "epoch"  # every metric is logged against the epoch (one W&B step per epoch)
 
 
@@ -66,11 +76,11 @@ def _lines(keys: list[str]) -> list:
     return [wr.LinePlot(title=k, x=X, y=[k]) for k in keys]
 
 
-def sections(media: list[str]) -> list[ws.Section]:
+def sections(media: list[str], knobs: list[str]) -> list[ws.Section]:
     sweep = [
         wr.ParallelCoordinatesPlot(
             title=f"swept knobs against {OBJECTIVE}",
-            columns=[wr.ParallelCoordinatesPlotColumn(metric=wr.Config(k)) for k in KNOBS]
+            columns=[wr.ParallelCoordinatesPlotColumn(metric=wr.Config(k)) for k in knobs]
             + [wr.ParallelCoordinatesPlotColumn(metric=wr.SummaryMetric(OBJECTIVE))],
         ),
         wr.ParameterImportancePlot(with_respect_to=OBJECTIVE),
@@ -86,17 +96,19 @@ def sections(media: list[str]) -> list[ws.Section]:
     return out
 
 
-def workspace(entity: str, project: str, media: list[str]) -> ws.Workspace:
+def workspace(entity: str, project: str, media: list[str], knobs: list[str]) -> ws.Workspace:
     return ws.Workspace(
         entity=entity,
         project=project,
         name="rsexp: Reasoning Supervision",
-        sections=sections(media),
+        sections=sections(media, knobs),
         settings=ws.WorkspaceSettings(x_axis=X),
     )
 
 
-def report(entity: str, project: str, tables: list[tuple[str, str]], media: list[str]):
+def report(
+    entity: str, project: str, tables: list[tuple[str, str]], media: list[str], knobs: list[str]
+):
     blocks: list = [
         wr.H1("Reasoning Supervision: results"),
         wr.P("Tables written by rsexp tables from the tracked runs; curves by epoch below."),
@@ -104,7 +116,7 @@ def report(entity: str, project: str, tables: list[tuple[str, str]], media: list
     for title, text in tables:
         blocks += [wr.H2(title), wr.MarkdownBlock(text=text)]
     runset = wr.Runset(entity=entity, project=project, name="rsexp runs")
-    for section in sections(media):
+    for section in sections(media, knobs):
         blocks += [wr.H2(section.name), wr.PanelGrid(runsets=[runset], panels=section.panels)]
     return wr.Report(
         project=project, entity=entity, title="rsexp: Reasoning Supervision", blocks=blocks
@@ -168,7 +180,11 @@ def main(argv=None) -> int:
     p.add_argument("--tables", default=None, help="reports folder with table*.md")
     p.add_argument("--out", default=None, help="spec JSON (default <runs>/wandb-dashboard.json)")
     p.add_argument("--offline", action="store_true", help="write the spec only")
+    p.add_argument(
+        "--config", default="sweeps/synthetic.yaml", help="the sweep's config (its space)"
+    )
     args = p.parse_args(argv)
+    from rsexp.config import load_config
     from rsexp.track.wandb_writer import logged_in
 
     runs = Path(args.runs)
@@ -181,8 +197,9 @@ def main(argv=None) -> int:
         import wandb
 
         entity = wandb.Api().default_entity
-    w = workspace(entity or "<entity>", args.project, media)
-    r = report(entity or "<entity>", args.project, tables, media)
+    knobs = knob_keys(load_config(args.config))
+    w = workspace(entity or "<entity>", args.project, media, knobs)
+    r = report(entity or "<entity>", args.project, tables, media, knobs)
     if online:
         w.save()
         r.save()
@@ -201,7 +218,12 @@ def main(argv=None) -> int:
 
 
 def _latest_reports(runs: Path) -> Path | None:
-    found = sorted(runs.rglob("reports/table1.md"), key=lambda p: p.stat().st_mtime)
+    """The newest folder of tables under ``runs``: what ``rsexp tables`` writes
+    (``<runs>/tables/table1.md``), a sweep (``sweep-<study>/reports/comparison.md``) or
+    ``rsexp paper`` (``paper/reports/table1.md``)."""
+    found = [p for name in ("table1.md", "table2.md", "comparison.md")
+             for p in runs.rglob(name) if "mlflow-artifacts" not in p.parts]  # fmt: skip
+    found.sort(key=lambda p: p.stat().st_mtime)
     return found[-1].parent if found else None
 
 

@@ -16,7 +16,6 @@ from rsexp.errors import (
     Interrupted,
     JobFailed,
     NonFiniteLossError,
-    StorageError,
     SweepStopped,
 )
 
@@ -205,11 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "sweep":
             from rsexp.sweep.driver import sweep
 
+            trials = [f"sweep.trials={args.trials}"] if args.trials is not None else []
+            cfg = load_config(args.config, [*args.overrides, *trials])
             try:
                 sweep(
-                    args.config,
-                    args.overrides,
-                    trials=args.trials,
+                    cfg,
                     workers=args.workers,
                     storage=args.storage,
                     study_name=args.study,
@@ -220,15 +219,11 @@ def main(argv: list[str] | None = None) -> int:
             except SweepStopped as e:
                 err.print("[red]sweep stopped:[/]", escape(str(e)))
                 return 1
-            except StorageError as e:
-                err.print("[red]error:[/]", escape(str(e)))
-                return 2
         elif args.command == "paper":
-            from rsexp.sweep.paper import paper
+            from rsexp.grid.paper import paper
 
             paper(
-                args.config,
-                args.overrides,
+                load_config(args.config, args.overrides),
                 models=[m for m in args.models.split(",") if m],
                 seeds=args.seeds,
                 checkpoint=args.checkpoint,
@@ -258,22 +253,31 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "sweep-worker":
             from rsexp.sweep.worker import run_worker
 
-            run_worker(args.config, args.overrides, args.study, args.storage, console)
+            run_worker(load_config(args.config, args.overrides), args.study, args.storage, console)
         elif args.command == "models":
-            import rsexp.core.models  # noqa: F401
-            from rsexp.core.registry import list_models
-            from rsexp.data import list_datasets
+            import rsexp.core.models  # noqa: F401  (registers rsexp's own)
+            import rsexp.data  # noqa: F401
+            from rsexp.core.registry import MODELS
+            from rsexp.data import DATASETS
+            from rsexp.guidance.annotators import ANNOTATORS
+            from rsexp.track import TRACKERS
 
-            console.print("models:   " + ", ".join(list_models()))
-            console.print("datasets: " + ", ".join(list_datasets()))
+            def listed(specs) -> str:
+                return ", ".join(
+                    s.name + ("" if s.origin == "rsexp" else f" ({s.origin})") for s in specs
+                )
+
+            console.print("models:     " + listed(MODELS), markup=False)
+            console.print("datasets:   " + listed(DATASETS), markup=False)
+            console.print("annotators: " + ", ".join(ANNOTATORS.names()), markup=False)
+            console.print("trackers:   " + listed(TRACKERS), markup=False)
         elif args.command == "config":
             import yaml
 
             from rsexp.config import to_dict
-            from rsexp.track.provenance import redact
 
             cfg = load_config(args.config, args.overrides)
-            text = yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False)
+            text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
             console.print(text, end="", markup=False, highlight=False)
     except USER_ERRORS as e:
         err.print("[red]error:[/]", escape(str(e)))

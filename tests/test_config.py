@@ -98,8 +98,5 @@ def test_every_shipped_config_loads(path):
 
 def test_partial_override_keeps_the_fields_own_defaults():
     cfg = load_config(None, ["sweep.space.tau.low=0.7"])
-    assert (cfg.sweep.space.tau.low, cfg.sweep.space.tau.high, cfg.sweep.space.tau.log) == (
-        0.7,
-        4.0,
-        True,
-    )
+    tau = cfg.sweep.space["tau"]
+    assert (tau.low, tau.high, tau.log) == (0.7, 4.0, True)

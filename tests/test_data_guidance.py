@@ -151,3 +151,22 @@ def test_augmentation_moves_guidance_with_pixels():
             agree += (white & m2)[hit].any(-1).sum().item()
             total += hit.sum().item()
     assert total > 50 and agree / total > 0.95  # guidance stays on the actor
+
+
+def test_every_registered_dataset_keeps_the_dataset_contract(tmp_path):
+    """Each entry of the registry says what it is; one read from files and missing says
+    where it is expected and how to get it; the embedded one builds its splits."""
+    from conftest import TINY
+
+    from rsexp.config import load_config
+    from rsexp.data import DATASETS, DatasetNotFoundError, build_raw
+
+    for spec in DATASETS:
+        cfg = load_config(None, [*TINY, f"data.root={tmp_path}", f"data.name={spec.name}"])
+        assert spec.title and spec.origin == "rsexp"
+        if spec.files:
+            with pytest.raises(DatasetNotFoundError, match=spec.layout.split(" ")[0]):
+                build_raw(spec.name, cfg.data, 4)
+            continue
+        raw = build_raw(spec.name, cfg.data, 4)
+        assert len(raw.train.ids) and raw.class_names and raw.digest

@@ -421,3 +421,35 @@ def test_batches_survive_a_restart_without_being_submitted_again(ucf):
     store = GuidanceStore.load(ucf / "data" / "ucf50" / "guidance.json")
     total = sum(len(f) for f in store.regions.values())
     assert total == 10 * len(store) and len(srv.requests) == total
+
+
+def test_every_registered_annotator_keeps_the_annotator_contract(tmp_path, monkeypatch):
+    """Each entry of the registry: an Annotator of its own name, made from a config,
+    whose settings are JSON, that answers a frame of the synthetic data with an Answer
+    (the OpenAI one through the real client, against a local server)."""
+    from conftest import TINY
+
+    from rsexp.guidance.annotate import make_annotator, training_sources
+    from rsexp.guidance.annotators import ANNOTATORS, Annotator, Answer
+    from rsexp.guidance.frames import VideoFrames, frame_jobs
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    assert {"openai", "oracle", "motion"} <= set(ANNOTATORS.names())
+    with Server(lambda body, frame, attempt: (200, cells_reply([[1, 2]]), {})) as server:
+        for name in ANNOTATORS.names():
+            over = [*TINY, f"data.root={tmp_path / 'data'}", f"guidance.annotator={name}",
+                    f"guidance.path={tmp_path / name}.json",
+                    f"guidance.openai.base_url={server.url}"]  # fmt: skip
+            cfg = load_config(None, over)
+            sources, _, cells, positions = training_sources(cfg)
+            annotator = make_annotator(cfg, cells)
+            assert isinstance(annotator, Annotator) and annotator.name == name
+            json.dumps(annotator.settings())
+            annotator.connect()
+            source = sources[0]
+            reader = VideoFrames(source)
+            job = next(iter(frame_jobs(source, reader, "position", positions or 10)))
+            near = annotator.frames_needed(job, reader.length)
+            answer = annotator.ask(job, reader.read(near) if near else None)
+            assert isinstance(answer, Answer) and answer.failure in ("", None), answer
+            assert all(0 <= r < 4 and 0 <= c < 4 for r, c in answer.cells)

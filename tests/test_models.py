@@ -155,3 +155,19 @@ def test_each_level_sees_only_its_segment(name, split):
             with torch.no_grad():
                 moved = not torch.allclose(model(y).level_logits[lvl], base[lvl], atol=1e-5)
             assert moved == should_move, f"{name} {lvl}: frames {frames}"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_carries_its_facts(name):
+    """A spec's label names it in tables; its paper and small sizes are settings the
+    model takes at a paper-sized and a synthetic-sized input."""
+    from rsexp.config import Config, with_values
+    from rsexp.core.registry import model_spec
+    from rsexp.experiment.build import check_model
+
+    spec = model_spec(name)
+    assert spec.name == name and spec.label and spec.origin == "rsexp"
+    for size, frame in ((spec.paper_size, 224), (spec.small_size, 32)):
+        cfg = with_values(Config(), {"model.name": name, "data.frame_size": frame,
+                                     **{f"model.{k}": v for k, v in size.items()}})  # fmt: skip
+        check_model(cfg)

@@ -36,17 +36,18 @@ FAST = [
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
 def test_every_sweep_config_builds_its_space_and_samples_a_trial(path):
     cfg = load_config(path)
+    sp.check_space(cfg)  # every bounding point of the space is a config the run takes
     study = optuna.create_study(sampler=make_sampler(cfg), direction=cfg.sweep.direction)
     trial = study.ask()
-    knobs = sp.sample(trial, cfg.sweep.space)
-    trial_cfg = load_config(path, sp.to_overrides(knobs))
+    trial_cfg = sp.suggest(trial, cfg)
     seg = trial_cfg.loss.segments
     assert 0 < seg.immediate < 0.5 and 0 < seg.contextual <= 1 - 2 * seg.immediate + 1e-9
-    assert cfg.sweep.space.coverage.low <= trial_cfg.guidance.coverage
-    assert trial_cfg.guidance.coverage <= cfg.sweep.space.coverage.high
-    # the same seed samples the same first trial
+    assert cfg.sweep.space["coverage"].low <= trial_cfg.guidance.coverage
+    assert trial_cfg.guidance.coverage <= cfg.sweep.space["coverage"].high
+    # the same seed samples the same first trial; its params make the same config again
     again = optuna.create_study(sampler=make_sampler(cfg), direction=cfg.sweep.direction)
-    assert sp.sample(again.ask(), cfg.sweep.space) == knobs
+    assert sp.suggest(again.ask(), cfg) == trial_cfg
+    assert sp.suggest(optuna.trial.FixedTrial(trial.params), cfg) == trial_cfg
 
 
 def test_paper_coverage_per_dataset():
@@ -54,12 +55,13 @@ def test_paper_coverage_per_dataset():
     assert cov["ucf50"] == cov["ucf101"] == 0.6 and cov["ssv2"] == 0.1
 
 
-def test_knobs_round_trip_through_trial_params():
+def test_the_base_settings_round_trip_through_trial_params():
     cfg = load_config(CONFIG)
     study = optuna.create_study()
-    study.enqueue_trial(sp.trial_params(sp.knobs_of(cfg), cfg.sweep.space))
+    study.enqueue_trial(sp.trial_params(sp.values_of(cfg), cfg.sweep.space))
     trial = study.ask()
-    assert sp.sample(trial, cfg.sweep.space) == pytest.approx(sp.knobs_of(cfg))
+    assert sp.sample(trial, cfg.sweep.space) == pytest.approx(sp.values_of(cfg))
+    assert sp.suggest(optuna.trial.FixedTrial(trial.params), cfg) == cfg
 
 
 def test_missing_real_dataset_stops_with_instructions(tmp_path, capsys):
@@ -97,8 +99,8 @@ def test_cli_sweep_three_trials(tiny, tmp_path, monkeypatch):
     trials = study.get_trials()
     assert len(counts(trials)) == 3
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-    first = trials[0].user_attrs["knobs"]
-    assert first == pytest.approx(sp.knobs_of(load_config(CONFIG)))  # paper defaults first
+    first = trials[0].user_attrs["values"]
+    assert first == pytest.approx(sp.values_of(load_config(CONFIG)))  # paper defaults first
     assert study.user_attrs["optuna_version"] == optuna.__version__
     assert study.user_attrs["sampler"]["name"] == "tpe"
     for t in trials:
@@ -262,7 +264,7 @@ def test_killed_worker_trial_is_rerun_in_the_same_tracked_run(tiny, tmp_path, mo
 
     cfg = load_config(CONFIG, over)
     study = open_study("synthetic-tsvit", make_storage(url, cfg), cfg, 6)
-    study.enqueue_trial(sp.trial_params(sp.knobs_of(cfg), cfg.sweep.space))
+    study.enqueue_trial(sp.trial_params(sp.values_of(cfg), cfg.sweep.space))
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -354,3 +356,34 @@ def test_a_sweep_whose_trials_all_fail_the_same_way_stops_and_says_why(
     for t in trials:
         summary = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
         assert summary["status"] == "failed" and "non-finite loss" in summary["error"]
+
+
+def test_any_config_key_is_a_search_dimension(tiny, tmp_path, monkeypatch, capsys):
+    """optim.lr and model.attn_layer beside the paper's knobs: each trial's own
+    config.yaml holds its sampled values, and Optuna names them by their keys; a key
+    that is not a setting, a type the key cannot take, and a range that leaves the key's
+    rules are refused before anything exists, each naming the key."""
+    monkeypatch.chdir(tmp_path)
+    space = ["sweep.space.optim.lr={low: 0.0003, high: 0.003, log: true}",
+             "sweep.space.model.attn_layer={choices: [-1, -2]}"]  # fmt: skip
+    for bad, said in (
+        ("sweep.space.optim.lrr={low: 0.1, high: 1}", "unknown config key 'optim.lrr'"),
+        ("sweep.space.model.attn_layer={low: -1.5, high: -1}", "is an integer setting"),
+        ("sweep.space.model.depth={low: 0, high: 2}", "model.depth: must be >= 1"),
+    ):
+        assert main(["sweep", "--config", CONFIG, *tiny, *FAST, bad]) == 2, bad
+        err = " ".join(capsys.readouterr().err.split())
+        assert said in err and bad.split("=")[0].removeprefix("sweep.space.") in err, err
+    assert not (tmp_path / "runs").exists()
+    args = ["sweep", "--config", CONFIG, "--trials", "2", "--trials-only", *tiny, *FAST,
+            "sweep.epochs=1", "track.backends=[]", *space]  # fmt: skip
+    assert main(args) == 0
+    study = study_of(tmp_path)
+    assert study.metric_names == ["val/top1"]  # optuna-dashboard says what it optimises
+    for t in study.get_trials():
+        assert {"optim.lr", "model.attn_layer"} <= set(t.params)
+        cfg = load_config(Path(t.user_attrs["run_dir"]) / "config.yaml")
+        assert cfg.optim.lr == pytest.approx(t.params["optim.lr"])
+        assert cfg.model.attn_layer == t.params["model.attn_layer"]
+        assert cfg.loss.lambda_s == (0 if t.params.get("lambda_s_off") else
+                                     pytest.approx(t.params["lambda_s"]))  # fmt: skip

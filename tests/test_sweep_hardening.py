@@ -194,24 +194,35 @@ def test_ctrl_c_on_rsexp_paper_checkpoints_its_runs_and_the_rerun_continues(tiny
         assert [m["epoch"] for m in RunDir(run).metrics()] == [1, 2, 3, 4, 5, 6]
 
 
+def grid_of(tmp_path, configs: dict):
+    from rsexp.grid import GridRow, GridRun, Table
+
+    rows = [GridRow(k, [GridRun(c, tmp_path / k)]) for k, c in configs.items()]
+    return [Table("t", rows)]
+
+
 def test_a_failed_confirmation_or_paper_run_is_named_with_its_error(tiny, tmp_path):
-    from rsexp.sweep.common import JobFailed, run_jobs
+    import io
+
+    from rich.console import Console
+
+    from rsexp.errors import JobFailed
+    from rsexp.grid import run_grid
 
     bad = [*tiny, "track.backends=[local]", f"model.pretrained={tmp_path / 'missing.pth'}"]
     good = [*tiny, "track.backends=[local]", "train.epochs=1"]
-    done = []
-    jobs = {
-        "ok": (CONFIG, good, str(tmp_path / "r-ok")),
-        "bad": (CONFIG, bad, str(tmp_path / "r-bad")),
-    }
+    tables = grid_of(tmp_path, {"r-ok": load_config(CONFIG, good),
+                                "r-bad": load_config(CONFIG, bad)})  # fmt: skip
     with pytest.raises(JobFailed, match=r"r-bad: ConfigError: model.pretrained"):
-        run_jobs(jobs, 2, lambda key, summary: done.append((key, summary["status"])))
-    assert done == [("ok", "finished")]  # the other run still finished and was reported
+        run_grid(tables, tmp_path / "t", 2, [{}, {}], Console(file=io.StringIO()), "t", "t")
+    # the other run still finished; each job's folder got its config first
+    assert RunDir(tmp_path / "r-ok").is_finished()
+    assert RunDir(tmp_path / "r-bad").config().model.pretrained.endswith("missing.pth")
 
 
 def test_sweep_devices_give_each_worker_its_own_gpu():
     from rsexp.config import ConfigError
-    from rsexp.sweep.common import worker_devices
+    from rsexp.jobs import worker_devices
 
     four = ["0", "1", "2", "3"]
     assert worker_devices("auto", 4, four) == four
@@ -237,24 +248,28 @@ def test_sweep_devices_give_each_worker_its_own_gpu():
 def test_sweep_workers_and_jobs_start_on_their_assigned_gpus(tiny, tmp_path, monkeypatch):
     """Fake GPUs: the driver's workers get CUDA_VISIBLE_DEVICES 0 and 1, and two jobs in
     flight at once (confirmation / paper runs) each run on their slot's device."""
+    import io
+
+    from rich.console import Console
+
     import rsexp.sweep.driver as driver
-    from rsexp.sweep.common import run_jobs, worker_devices
+    from rsexp.grid import run_grid
+    from rsexp.jobs import slots, worker_devices
 
     started = []
-
-    class FakePopen:
-        def __init__(self, cmd, env, **kw):
-            started.append(env.get("CUDA_VISIBLE_DEVICES"))
-
-    monkeypatch.setattr(driver.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(
+        driver.Job, "spawn", lambda target, args, env, **kw: started.append(env) or None
+    )
     devices = worker_devices("auto", 2, ["0", "1"])
-    driver._start_workers(CONFIG, [], "s", "sqlite://", devices, tmp_path)
-    assert started == ["0", "1"]
+    driver._start_workers(load_config(CONFIG, tiny), "s", "sqlite://", devices, tmp_path)
+    assert [e.get("CUDA_VISIBLE_DEVICES") for e in started] == ["0", "1"]
+    monkeypatch.undo()
 
-    over = [*tiny, "track.backends=[local]", "train.epochs=1"]
-    jobs = {k: (CONFIG, over, str(tmp_path / k)) for k in ("a", "b", "c")}
-    got = {}
-    run_jobs(jobs, 2, lambda key, s: got.update({key: s["cuda_visible_devices"]}), devices)
+    cfgs = {k: load_config(CONFIG, [*tiny, "track.backends=[local]", "train.epochs=1",
+                                    f"train.seed={i}"]) for i, k in enumerate("abc")}  # fmt: skip
+    run_grid(grid_of(tmp_path, cfgs), tmp_path / "t", 2, slots(devices),
+             Console(file=io.StringIO()), "t", "t")  # fmt: skip
+    got = {k: RunDir(tmp_path / k).summary()["cuda_visible_devices"] for k in "abc"}
     assert got["a"] == "0" and got["b"] == "1"  # the two first jobs, side by side
     assert got["c"] in ("0", "1")  # the slot that freed first
 

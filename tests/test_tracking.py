@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rsexp.config import ConfigError, load_config
+from rsexp.config import load_config
 from rsexp.experiment import resume, train
 from rsexp.track import TrackingError
 from rsexp.track.local import read_metrics
@@ -171,9 +171,14 @@ def test_unreachable_server_fails_before_training(tiny, tmp_path):
     assert not (tmp_path / "data").exists()  # not even the data was built
 
 
-def test_unknown_backend_lists_valid_ones():
-    with pytest.raises(ConfigError, match="valid backends: local, mlflow, wandb"):
-        load_config(CONFIG, ["track.backends=[tensorboard]"])
+def test_unknown_backend_lists_valid_ones(tiny, tmp_path, capsys):
+    from rsexp.cli import main
+
+    assert main(["train", "-c", CONFIG, *tiny, "track.backends=[tensorboard]"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "track.backends: unknown tracker 'tensorboard'" in err
+    assert "valid trackers: local, mlflow, wandb" in err
+    assert not (tmp_path / "runs").exists()  # found before anything was created
 
 
 def test_wandb_offline_run_folder(tiny, monkeypatch, capsys):

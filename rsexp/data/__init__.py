@@ -9,17 +9,23 @@ real video datasets), and the :class:`Split` they return before guidance is atta
 
 from rsexp.data.builders import VideoDecodeError
 from rsexp.data.registry import (
-    REAL_DATASETS,
+    DATASETS,
     DatasetNotFoundError,
+    DatasetSpec,
     build_raw,
     check_available,
+    dataset_spec,
+    is_segmentation,
     list_datasets,
     register_dataset,
 )
 from rsexp.data.splits import RawSplits, Split
 
 __all__ = [
-    "REAL_DATASETS",
+    "DATASETS",
+    "DatasetSpec",
+    "dataset_spec",
+    "is_segmentation",
     "DatasetNotFoundError",
     "RawSplits",
     "Split",

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from rsexp.config import ConfigError
-from rsexp.data.registry import REAL_DATASETS, SEGMENTATION_DATASETS, register_dataset
+from rsexp.data.registry import DATASETS, register_dataset
 from rsexp.data.splits import Progress, RawSplits, Split, carve_val
 from rsexp.errors import VideoDecodeError  # noqa: F401 (raised here)
 
 
-@register_dataset
+@register_dataset(title="the embedded synthetic benchmark", files=False)
 def synthetic(data_cfg, grid: int, progress: Progress | None = None) -> RawSplits:
     """The embedded benchmark; writes its exact guidance in the released JSON format.
     Its validation set is generated held-out data (``data.val_fraction=0`` leaves it out:
@@ -200,11 +200,12 @@ def _build_real(name: str, data_cfg, grid: int, progress: Progress | None) -> Ra
     from rsexp.data.cache import ClipCache
 
     root, index, train, val = read_split(name, data_cfg)
-    seg = name in SEGMENTATION_DATASETS
+    seg = DATASETS.get(name).segmentation
     if data_cfg.sample == "windows" and not seg:
+        per_frame = [s.name for s in DATASETS if s.segmentation]
         raise ConfigError(
             f"data.sample=windows: {name} is not labelled per frame; windows are for "
-            f"{', '.join(SEGMENTATION_DATASETS)}"
+            f"{', '.join(per_frame)}"
         )
     base = Path(data_cfg.cache_dir) if data_cfg.cache_dir else root / "cache"
     T, size, fmt, rate = data_cfg.num_frames, data_cfg.frame_size, data_cfg.cache_format, 0.0
@@ -316,5 +317,33 @@ def _ucf_group(entry) -> str:
 VAL_GROUP = {"ucf50": _ucf_group, "ucf101": _ucf_group}
 
 
-for _name in REAL_DATASETS:
-    register_dataset(partial(_build_real, _name), name=_name)
+# the real datasets: where each is expected under data.root, and how to get it there
+REAL = {
+    "ucf50": dict(
+        title="UCF50 (Reddy & Shah, 2013), 50 classes",
+        source="https://www.crcv.ucf.edu/data/UCF50.php (UCF50.rar)",
+        layout="videos/<Class>/v_<Class>_gNN_cNN.avi",
+    ),
+    "ucf101": dict(
+        title="UCF101 (Soomro et al., 2012), 101 classes",
+        source="https://www.crcv.ucf.edu/data/UCF101.php (UCF101.rar + train/test splits)",
+        layout="videos/<Class>/v_<Class>_gNN_cNN.avi and splits/{classInd,trainlist01,"
+        "testlist01}.txt (the official ucfTrainTestlist files)",
+    ),
+    "ssv2": dict(
+        title="Something-Something v2 (Goyal et al., 2017), 174 classes",
+        source="https://developer.qualcomm.com/software/ai-datasets/something-something",
+        layout="videos/<id>.webm and labels/{labels,train,validation}.json",
+    ),
+    "desktop_assembly": dict(
+        title="Desktop Assembly (Yuan et al., 2024)",
+        source="the dataset authors' release",
+        layout="videos/<video>.mp4, groundTruth/<video>.txt (one action per frame), "
+        "mapping.txt and splits/{train,test}.split1.bundle",
+        # its videos hold several actions, labelled per frame: evaluated as action
+        # segmentation (frame-wise over whole videos, rsexp.data.windows)
+        segmentation=True,
+    ),
+}
+for _name, _facts in REAL.items():
+    register_dataset(partial(_build_real, _name), name=_name, **_facts)

@@ -18,9 +18,10 @@ import rsexp.core.models  # noqa: F401  (registers the models)
 from rsexp.config import Config, ConfigError
 from rsexp.core.models import load_pretrained
 from rsexp.core.optim import param_groups
-from rsexp.core.registry import UnknownNameError, create_model
+from rsexp.core.registry import create_model, list_models, model_spec
 from rsexp.experiment.distributed import Dist, main_first
 from rsexp.experiment.inputs import Data, build_data
+from rsexp.track.tracker import TRACKERS
 
 
 def seed_everything(seed: int) -> None:
@@ -47,9 +48,7 @@ def build_model(cfg: Config, num_classes: int) -> torch.nn.Module:
         segments=cfg.loss.segments,
     )
     if cfg.model.pretrained:
-        if cfg.model.name != "timesformer":
-            raise ConfigError("model.pretrained: weights load into 'timesformer' only")
-        load_pretrained(model, cfg.model.pretrained)
+        load_pretrained(model, cfg.model.pretrained)  # which models take them: preflight
     return model
 
 
@@ -62,19 +61,28 @@ def preflight(cfg: Config) -> None:
     Raises:
         UnknownNameError, DatasetNotFoundError, ConfigError: naming the key.
     """
-    from rsexp.core.registry import list_models
     from rsexp.data.registry import check_dataset
 
     check_dataset(cfg.data)
-    if cfg.model.name not in list_models():
-        raise UnknownNameError(
-            f"model.name: unknown model {cfg.model.name!r}; valid models: "
-            f"{', '.join(list_models())}"
-        )
-    if cfg.model.pretrained and cfg.model.name != "timesformer":
-        raise ConfigError("model.pretrained: weights load into 'timesformer' only")
+    for backend in cfg.track.backends:
+        TRACKERS.get(backend)
+    spec = model_spec(cfg.model.name)  # an unknown name: the valid ones
+    if cfg.model.pretrained and not spec.pretrained:
+        takes = " or ".join(repr(n) for n in list_models() if model_spec(n).pretrained)
+        raise ConfigError(f"model.pretrained: weights load into {takes} only")
     if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
         raise FileNotFoundError(f"model.pretrained: no such file: {cfg.model.pretrained}")
+    check_model(cfg)
+
+
+def check_model(cfg: Config) -> None:
+    """The model's shape settings against the data's (frame size, frame count, the
+    supervised layer, the temporal segments), by building the model on the meta device.
+
+    Raises:
+        ConfigError: naming the model, the data's shape and what does not fit.
+    """
+    model_spec(cfg.model.name)  # an unknown name: the valid ones
     try:
         with torch.device("meta"):
             create_model(

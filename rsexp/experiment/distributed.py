@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -174,4 +173,11 @@ def launch(nproc: int, argv: list[str], torchrun_args: list[str] | None = None) 
         "rsexp.cli",
         *argv,
     ]
-    return subprocess.call(cmd)
+    from rsexp.jobs import Job
+
+    job = Job.command(cmd, name="torchrun")  # its output on this terminal
+    try:
+        return job.wait()
+    except KeyboardInterrupt:  # passed on once: every rank checkpoints and stops
+        job.interrupt()
+        return job.wait()

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rsexp.config import Config, ConfigError
-from rsexp.data import REAL_DATASETS, build_raw
+from rsexp.data import build_raw, dataset_spec
 from rsexp.data.dataset import ClipDataset
 from rsexp.data.transforms import SpatialAugment
 from rsexp.experiment.reporter import describe_splits, progress_bar
@@ -171,7 +171,7 @@ def prepare(cfg: Config, console: Console | None = None) -> Data:
     console = console or Console()
     data = build_data(cfg, console)
     skipped = f", {data.skipped_videos} bad videos left out" if data.skipped_videos else ""
-    split = f" (split {cfg.data.split})" if cfg.data.name in REAL_DATASETS else ""
+    split = f" (split {cfg.data.split})" if dataset_spec(cfg.data.name).files else ""
     console.print(
         f"data [bold]{cfg.data.name}[/]{split}: {describe_splits(data)}, "
         f"{len(data.class_names)} classes{skipped} | guidance "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from contextlib import contextmanager
 
@@ -73,15 +72,3 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def die_with_parent() -> None:
-    """Ask the kernel to send this process SIGTERM when its parent dies (Linux; a no-op
-    elsewhere). For worker processes (sweep workers, spawned confirmation / paper runs):
-    even a SIGKILLed parent takes them along, and SIGTERM takes the Ctrl-C path, so
-    their runs are checkpointed and marked KILLED instead of training on alone."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)

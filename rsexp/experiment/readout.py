@@ -61,12 +61,12 @@ def epoch_metrics(cfg) -> list[str]:
     """The metrics every epoch's record holds (what a sweep objective or a pruner can
     follow): the training terms, and the validation split's scores when there is one
     (frame-wise scores for action segmentation)."""
-    from rsexp.data.registry import SEGMENTATION_DATASETS
+    from rsexp.data import is_segmentation
 
     keys = ["loss/total", "loss/ce", "loss/spatial", "loss/temporal", "grad_norm",
             "train/top1", "lr"]  # fmt: skip
     if cfg.data.val_fraction > 0:
         keys += ["val/top1", "val/top5", "val/clip_loss", "val/loss_spatial"]
-        if cfg.data.name in SEGMENTATION_DATASETS:
+        if is_segmentation(cfg.data.name):
             keys += ["val/mof", "val/mof_fg", "val/edit", "val/f1@10", "val/f1@25", "val/f1@50"]
     return keys

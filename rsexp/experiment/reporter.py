@@ -18,7 +18,6 @@ from rich.progress import (
 from rich.syntax import Syntax
 
 from rsexp.config import Config, to_dict
-from rsexp.track.provenance import redact
 
 
 def progress_columns() -> tuple:
@@ -53,7 +52,7 @@ class Reporter:
     def header(self, cfg: Config, run_dir: Path, resumed: bool) -> None:
         c = self.console
         c.rule(f"[bold]rsexp {'resume' if resumed else 'train'}[/] {escape(str(run_dir))}")
-        c.print(Syntax(yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False), "yaml"))
+        c.print(Syntax(yaml.safe_dump(to_dict(cfg), sort_keys=False), "yaml"))
 
     def setup(self, cfg: Config, run, tracker_ids: dict[str, str]) -> None:
         """Model, data and guidance in one line; where the run is tracked."""

@@ -42,14 +42,6 @@ class RunResult:
     history: list[dict]
 
 
-def safe_config(cfg: Config) -> Config:
-    """The config a run keeps and shows everywhere (run folder, checkpoints, trackers,
-    console): secret-looking values masked once, here, so every sink gets the same
-    value and a resume from ``config.yaml`` finds the same experiment and run."""
-    safe = redact(to_dict(cfg))
-    return cfg if safe == to_dict(cfg) else from_dict(safe)
-
-
 def new_run_id(cfg: Config) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{cfg.model.name}-{cfg.method}-s{cfg.train.seed}-{secrets.token_hex(2)}"
@@ -109,9 +101,10 @@ def _params(trainer: Trainer) -> dict[str, str]:
     # metadata record; a file made elsewhere has none
     store = parts.data.guidance
     params["guidance_file.annotator"] = str(store.meta.get("annotator", "external"))
-    params["guidance_file.settings"] = json.dumps(store.meta.get("settings", {}))
+    # the file's own record comes from outside the config: masked as a config is
+    params["guidance_file.settings"] = json.dumps(redact(store.meta.get("settings", {})))
     params["guidance_file.frame_keys"] = f"{store.frame_keys} (K={store.positions})"
-    return redact(params)
+    return params
 
 
 def _setup(
@@ -228,7 +221,6 @@ def train(
 ) -> RunResult:
     """Train ``cfg`` in a new run folder (``runs/<experiment>/<run_id>/`` by default).
     Under torchrun, one run on every process (:mod:`rsexp.experiment.distributed`)."""
-    cfg = safe_config(cfg)
     preflight(cfg)  # a typo or a missing dataset: before any folder or tracked run
     with _processes(cfg) as (d, own):
         if run_dir is None:

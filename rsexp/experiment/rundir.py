@@ -20,7 +20,6 @@ from rsexp.core.checkpoint import CheckpointError, load_checkpoint, save_checkpo
 from rsexp.errors import RunFileError, RunInUse
 from rsexp.fileio import disk_full, is_disk_full, write_text
 from rsexp.track.local import METRICS_FILE, read_metrics
-from rsexp.track.provenance import redact
 from rsexp.track.tracker import TRACKERS_FILE
 
 
@@ -206,9 +205,10 @@ class RunDir:
         return from_dict(load_yaml(self.config_path))
 
     def save_config(self, cfg: Config) -> None:
-        """``config.yaml`` with secret-looking values redacted (they never reach a file)."""
+        """``config.yaml``: the resolved config (its secrets were masked when it was
+        loaded, :mod:`rsexp.config.redact`)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        write_text(self.config_path, yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False))
+        write_text(self.config_path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     def summary(self) -> dict | None:
         """``summary.json``, None when the run has none yet.

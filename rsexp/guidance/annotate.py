@@ -27,14 +27,7 @@ from rich.table import Table
 
 from rsexp.config import Config
 from rsexp.errors import GuidanceJobError  # noqa: F401 (raised here)
-from rsexp.guidance.annotators import (
-    SYSTEM_PROMPT,
-    USER_PROMPT,
-    Answer,
-    Motion,
-    OpenAIAnnotator,
-    Oracle,
-)
+from rsexp.guidance.annotators import ANNOTATORS, Annotator, Answer
 from rsexp.guidance.frames import FrameJob, VideoFrames, VideoSource, frame_jobs
 from rsexp.guidance.store import GuidanceStore, meta_path, select_covered
 
@@ -150,18 +143,9 @@ def training_sources(cfg: Config) -> tuple[list[VideoSource], Path, dict | None,
     return sources, Path(g.path) if g.path else root / "guidance.json", None, None
 
 
-def make_annotator(cfg: Config, cells: dict | None):
-    g = cfg.guidance
-    if g.annotator == "oracle":
-        if cells is None:
-            raise GuidanceJobError(
-                f"guidance.annotator=oracle: {cfg.data.name} has no exact cells (only the "
-                f"synthetic data does); use openai or motion"
-            )
-        return Oracle(cells, g.grid, g.noise.drop, g.noise.add, g.seed)
-    if g.annotator == "motion":
-        return Motion(g.grid, g.motion_top_k)
-    return OpenAIAnnotator(g)
+def make_annotator(cfg: Config, cells: dict | None) -> Annotator:
+    """The registered annotator ``guidance.annotator`` names, made from ``cfg``."""
+    return ANNOTATORS.get(cfg.guidance.annotator).from_config(cfg, cells)
 
 
 @dataclass
@@ -200,8 +184,7 @@ def annotate(cfg: Config, *, dry_run: bool = False, console: Console | None = No
     journal = Journal(jpath, header).open(create=not dry_run)
     if dry_run:
         return _dry_run(cfg, annotator, sources, positions, journal, out, console)
-    if isinstance(annotator, OpenAIAnnotator):
-        annotator.connect()
+    annotator.connect()
     summary = Summary(out, len(sources))
     try:
         _ask_all(cfg, annotator, sources, positions, journal, summary, console)
@@ -214,11 +197,11 @@ def annotate(cfg: Config, *, dry_run: bool = False, console: Console | None = No
 
 def _ask_all(cfg, annotator, sources, positions, journal, summary, console) -> None:
     g = cfg.guidance
-    if isinstance(annotator, OpenAIAnnotator) and g.openai.batch:
+    if annotator.batch:
         from rsexp.guidance.batch import ask_in_batches
 
         return ask_in_batches(cfg, annotator, sources, positions, journal, summary, console)
-    cap = g.openai.max_usd if isinstance(annotator, OpenAIAnnotator) else 0.0
+    cap = annotator.max_usd
     spent = journal.spent()
     columns = (
         TextColumn("{task.description}"),
@@ -226,8 +209,8 @@ def _ask_all(cfg, annotator, sources, positions, journal, summary, console) -> N
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     )
-    cost_shown = isinstance(annotator, OpenAIAnnotator)
-    workers = g.openai.concurrency if cost_shown else 1
+    cost_shown = annotator.priced
+    workers = annotator.concurrency
     with Progress(*columns, console=console) as bar, ThreadPoolExecutor(workers) as pool:
         task = bar.add_task(f"guidance ({annotator.name})", total=len(sources))
         pending: dict = {}
@@ -258,12 +241,8 @@ def _ask_all(cfg, annotator, sources, positions, journal, summary, console) -> N
                     if cap and spent + per * (len(pending) + 1) >= cap:
                         summary.stopped = f"cost cap guidance.openai.max_usd={cap:g} reached"
                         break
-                    frames = None
-                    if annotator.needs_pixels:
-                        near = [job.frame]
-                        if isinstance(annotator, Motion):
-                            near.append(Motion.neighbour(job.frame, reader.length))
-                        frames = reader.read(near)
+                    near = annotator.frames_needed(job, reader.length)
+                    frames = reader.read(near) if near else None
                     pending[pool.submit(annotator.ask, job, frames)] = job
                     while len(pending) >= 2 * workers:
                         collect(block=True)
@@ -301,8 +280,7 @@ def _write(journal: Journal, header: dict, out: Path, annotator, grid: int, posi
         "journal": journal.path.name,
         "frames": frames,  # the video frame behind each key
     }
-    if isinstance(annotator, OpenAIAnnotator):
-        meta["prompt"] = {"system": SYSTEM_PROMPT, "user": USER_PROMPT}
+    meta.update(annotator.record())
     store.save(out, meta)
 
 
@@ -332,17 +310,17 @@ def _dry_run(cfg, annotator, sources, positions, journal, out, console) -> Summa
     tokens = [0, 0]
     for source in sources:
         reader = VideoFrames(source)
-        hw = reader.read([0])[0].shape[:2] if isinstance(annotator, OpenAIAnnotator) else (0, 0)
+        hw = reader.read([0])[0].shape[:2] if annotator.priced else (0, 0)
         for job in frame_jobs(source, reader, g.frame_keys, positions):
             if (job.video, job.key) in journal.done:
                 continue
             summary.asked += 1
-            if isinstance(annotator, OpenAIAnnotator):
+            if annotator.priced:
                 t_in, t_out = annotator.estimate(job, hw)
                 tokens[0] += t_in
                 tokens[1] += t_out
     summary.tokens = tokens
-    if isinstance(annotator, OpenAIAnnotator):
+    if annotator.priced:
         summary.usd = annotator.usd(*tokens)
         if g.openai.batch:  # the Batch API's discount
             summary.usd *= g.openai.batch_price_factor
@@ -357,7 +335,7 @@ def _dry_run(cfg, annotator, sources, positions, journal, out, console) -> Summa
         f"{summary.usd:.2f}",
     )
     console.print(table)
-    model = f" {g.openai.model}" if isinstance(annotator, OpenAIAnnotator) else ""
+    model = f" {g.openai.model}" if annotator.priced else ""
     console.print(
         f"prices{model}: ${g.openai.price_input_per_mtok}/M input, "
         f"${g.openai.price_output_per_mtok}/M output tokens (guidance.openai.price_*)"

@@ -1,7 +1,9 @@
 """Who answers "which cells of the g x g grid hold the action": an LLM through the
 OpenAI API, the synthetic data's exact cells (optionally degraded), or frame-difference
-motion energy. Each returns an :class:`Answer` per frame and never raises for a bad
-reply: a failure is an answer with its kind and the raw reply."""
+motion energy, each an :class:`Annotator` in the registry :data:`ANNOTATORS` (a plugin
+adds its own with :func:`register_annotator`). Each returns an :class:`Answer` per frame
+and never raises for a bad reply: a failure is an answer with its kind and the raw
+reply."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 
-from rsexp.errors import OpenAIKeyMissing  # noqa: F401 (raised here)
+from rsexp.core.registry import Registry
+from rsexp.errors import GuidanceJobError, OpenAIKeyMissing  # noqa: F401 (raised here)
 from rsexp.guidance.frames import FrameJob, grid_image
 
 PROMPT_VERSION = "rs-grid-v1"
@@ -83,16 +87,89 @@ def parse_reply(text: str | None, grid: int) -> list[list[int]]:
     return sorted(cells)
 
 
-class Oracle:
+class Annotator(ABC):
+    """A guidance annotator. Contract (``tests/test_guidance.py`` runs every registered
+    one through it):
+
+    - ``name``: its ``guidance.annotator`` name; :meth:`from_config` makes it from the
+      run's config and the dataset's exact cells (None but for generated data).
+    - :meth:`settings`: what it was asked with, recorded in the guidance file's metadata.
+    - :meth:`frames_needed`: the video frames :meth:`ask` reads for a frame (none for an
+      annotator that needs no pixels); :meth:`ask` answers one frame, thread-safe when
+      ``concurrency`` > 1, and never raises for a bad reply (an :class:`Answer` with its
+      ``failure``).
+    - Optional: :meth:`connect` (a client, before the first ask; never for a dry run);
+      ``priced`` annotators give :meth:`estimate` and :meth:`usd` (the dry run's bill,
+      the cost cap ``max_usd``), and ``batch`` ones answer through the Batch API
+      (:mod:`rsexp.guidance.batch`).
+    """
+
+    name: str = ""
+    concurrency: int = 1  # answers in flight at once
+    priced: bool = False
+    batch: bool = False
+    max_usd: float = 0.0  # stop once this much is spent; 0 = no cap
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, cfg, cells: dict | None) -> Annotator: ...
+
+    @abstractmethod
+    def settings(self) -> dict: ...
+
+    @abstractmethod
+    def ask(self, job: FrameJob, frames: np.ndarray | None) -> Answer: ...
+
+    def frames_needed(self, job: FrameJob, length: int) -> list[int]:
+        return [job.frame]
+
+    def connect(self) -> None:  # noqa: B027  (optional: nothing to connect)
+        """Make what asking needs (a client); not called for a dry run."""
+
+    def estimate(self, job: FrameJob, frames_hw: tuple[int, int]) -> tuple[int, int]:
+        """Estimated (input, output) tokens of one request (a priced one's dry run)."""
+        return 0, 0
+
+    def usd(self, tokens_in: int, tokens_out: int) -> float:
+        return 0.0
+
+    def record(self) -> dict:
+        """What the guidance file's metadata keeps of it besides :meth:`settings`."""
+        return {}
+
+
+ANNOTATORS: Registry[type[Annotator]] = Registry("annotator", "guidance.annotator")
+
+
+def register_annotator(cls: type[Annotator]) -> type[Annotator]:
+    """Register an :class:`Annotator` class under its ``name``."""
+    ANNOTATORS.add(cls.name, cls)
+    return cls
+
+
+@register_annotator
+class Oracle(Annotator):
     """The synthetic generator's exact cells; ``noise`` drops each true cell with
     probability ``drop`` and adds each other cell with probability ``add`` (seeded per
     frame, so a rerun gives the same file)."""
 
     name = "oracle"
-    needs_pixels = False
 
     def __init__(self, cells: dict[str, np.ndarray], grid: int, drop: float, add: float, seed):
         self.cells, self.grid, self.drop, self.add, self.seed = cells, grid, drop, add, seed
+
+    @classmethod
+    def from_config(cls, cfg, cells: dict | None) -> Oracle:
+        g = cfg.guidance
+        if cells is None:
+            raise GuidanceJobError(
+                f"guidance.annotator=oracle: {cfg.data.name} has no exact cells (only the "
+                f"synthetic data does); use openai or motion"
+            )
+        return cls(cells, g.grid, g.noise.drop, g.noise.add, g.seed)
+
+    def frames_needed(self, job: FrameJob, length: int) -> list[int]:
+        return []
 
     def settings(self) -> dict:
         return {"noise.drop": self.drop, "noise.add": self.add}
@@ -107,15 +184,22 @@ class Oracle:
         return Answer(cells=[[int(i // g), int(i % g)] for i in np.flatnonzero(keep)])
 
 
-class Motion:
+@register_annotator
+class Motion(Annotator):
     """Free and offline: the ``top_k`` cells with the most frame-difference energy
     between the frame and the one before it (the one after, for frame 0)."""
 
     name = "motion"
-    needs_pixels = True
 
     def __init__(self, grid: int, top_k: int):
         self.grid, self.top_k = grid, top_k
+
+    @classmethod
+    def from_config(cls, cfg, cells: dict | None) -> Motion:
+        return cls(cfg.guidance.grid, cfg.guidance.motion_top_k)
+
+    def frames_needed(self, job: FrameJob, length: int) -> list[int]:
+        return [job.frame, self.neighbour(job.frame, length)]
 
     def settings(self) -> dict:
         return {"motion_top_k": self.top_k}
@@ -150,17 +234,28 @@ def image_tokens(width: int, height: int, model: str) -> int:
     return math.ceil(patches * _PATCH_FACTOR.get(model, 1.0))
 
 
-@dataclass
-class OpenAIAnnotator:
+@register_annotator
+class OpenAIAnnotator(Annotator):
     """Asks an OpenAI(-compatible) chat model, one frame per request, with the grid
     image and the action label; the reply is constrained by a JSON schema and checked.
     The client retries 429 / 5xx / timeouts with backoff (honouring ``retry-after``); a
     reply that does not answer is asked once more and then recorded as a failure."""
 
-    cfg: object  # GuidanceConfig
-    name: str = "openai"
-    needs_pixels: bool = True
-    client: object = field(default=None, repr=False)
+    name = "openai"
+    priced = True
+
+    def __init__(self, cfg):  # the GuidanceConfig
+        self.cfg, self.client = cfg, None
+        self.concurrency = cfg.openai.concurrency
+        self.batch = cfg.openai.batch
+        self.max_usd = cfg.openai.max_usd
+
+    @classmethod
+    def from_config(cls, cfg, cells: dict | None) -> OpenAIAnnotator:
+        return cls(cfg.guidance)
+
+    def record(self) -> dict:
+        return {"prompt": {"system": SYSTEM_PROMPT, "user": USER_PROMPT}}
 
     def connect(self) -> None:
         """Create the client (not needed for --dry-run, which sends nothing)."""

@@ -1,6 +1,5 @@
 """Display names used in tables and figures."""
 
-MODEL_NAMES = {"tsvit": "TSViT", "vivit": "ViViT", "timesformer": "TimeSformer"}
 ABLATION = ("ce", "spatial", "temporal", "both")  # paper components, in table order
 ROW_LABELS = {
     "baseline": "baseline",
@@ -13,4 +12,8 @@ ROW_LABELS = {
 
 
 def model_name(name: str) -> str:
-    return MODEL_NAMES.get(name, name)
+    """A model's label (its spec's), or the name of one no longer registered."""
+    import rsexp.core.models  # noqa: F401  (registers rsexp's own)
+    from rsexp.core.registry import MODELS
+
+    return MODELS.get(name).label if name in MODELS else name

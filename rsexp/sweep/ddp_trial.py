@@ -18,8 +18,9 @@ from rich.console import Console
 PRUNED = 3
 
 
-def command(nproc: int, study: str, storage: str, trial_id: int, run_dir: str, overrides):
-    """The torchrun command line of one distributed trial."""
+def command(nproc: int, study: str, storage: str, trial_id: int, run_dir: str) -> list[str]:
+    """The torchrun command line of one distributed trial (its config is the run
+    folder's ``config.yaml``, written by the worker)."""
     return [
         sys.executable,
         "-m",
@@ -36,7 +37,6 @@ def command(nproc: int, study: str, storage: str, trial_id: int, run_dir: str, o
         str(trial_id),
         "--run-dir",
         run_dir,
-        *overrides,
     ]
 
 
@@ -46,18 +46,16 @@ def main(argv=None) -> int:
     p.add_argument("--storage", required=True)
     p.add_argument("--trial-id", type=int, required=True)
     p.add_argument("--run-dir", required=True)
-    p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
 
     import optuna
 
-    from rsexp.config import load_config
-    from rsexp.experiment import Interrupted, StopRun, distributed, run_or_resume
+    from rsexp.experiment import Interrupted, RunDir, StopRun, distributed, run_or_resume
     from rsexp.experiment.interrupts import deferred_interrupts
     from rsexp.sweep.common import trial_epochs
     from rsexp.sweep.study import make_storage, open_study
 
-    cfg = load_config(None, args.overrides)
+    cfg = RunDir(args.run_dir).config()  # the trial's, with the sweep's own settings
     d = distributed.from_env()
     trial = None
     if d.is_main:  # the study with the sweep's own pruner (its config came with the run's)

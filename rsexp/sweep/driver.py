@@ -11,8 +11,6 @@ trial re-run after its worker died continues the dead trial's run from its check
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from contextlib import ExitStack
 
@@ -24,23 +22,21 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from rsexp.config import Config, ConfigError, load_config
+from rsexp.config import Config, ConfigError, with_values
 from rsexp.errors import RunInUse
 from rsexp.experiment import Interrupted, prepare
 from rsexp.experiment.build import preflight
-from rsexp.experiment.interrupts import die_with_parent, signals_as_flags
+from rsexp.experiment.interrupts import signals_as_flags
 from rsexp.experiment.readout import epoch_metrics
 from rsexp.experiment.rundir import folder_lock
+from rsexp.jobs import Job, device_env, visible_gpus, worker_devices
 from rsexp.sweep import space as sp
 from rsexp.sweep.common import (
     PARENT_ATTR,
     STOPPED_ATTR,
     SweepStopped,
-    device_env,
     sweep_paths,
     trial_epochs,
-    visible_gpus,
-    worker_devices,
 )
 from rsexp.sweep.confirm import confirm
 from rsexp.sweep.study import (
@@ -56,6 +52,10 @@ from rsexp.track.parent import finish_parent_run, open_parent_run
 from rsexp.track.provenance import redact_text
 
 
+def _short(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
 def live_table(study: optuna.Study, budget: int) -> Table:
     trials = study.get_trials(deepcopy=False)
     by = {s: sum(t.state == s for t in trials) for s in TrialState}
@@ -66,7 +66,8 @@ def live_table(study: optuna.Study, budget: int) -> Table:
     if by[TrialState.COMPLETE]:
         bt = study.best_trial
         best = f"{bt.value:.2f} (trial {bt.number})"
-        params = ", ".join(f"{k}={v:.3g}" for k, v in bt.user_attrs.get("knobs", {}).items())
+        shown = bt.user_attrs.get("values") or bt.user_attrs.get("knobs", {})
+        params = ", ".join(f"{k}={_short(v)}" for k, v in shown.items())
     table.add_row(
         *(str(by[s]) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)),
         str(by[TrialState.RUNNING]),
@@ -99,42 +100,26 @@ def _parent_run(cfg: Config, study: optuna.Study) -> str | None:
     return ref
 
 
-def _start_workers(config, overrides, study_name, storage_url, devices, root) -> list:
-    """One ``rsexp sweep-worker`` process per entry of ``devices`` (its GPU)."""
-    procs, workers = [], len(devices)
-    for i, device in enumerate(devices):
-        log = open(root / f"worker-{i}.log", "a")
-        cmd = [
-            sys.executable,
-            "-m",
-            "rsexp.cli",
-            "sweep-worker",
-            "--study",
-            study_name,
-            "--storage",
-            storage_url,
-        ]
-        if config:
-            cmd += ["--config", str(config)]
-        threads = [] if workers == 1 else ["train.threads=1"]
-        procs.append(
-            subprocess.Popen(
-                [*cmd, *overrides, *threads],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=device_env(device),
-                start_new_session=True,  # Ctrl-C reaches the driver, which passes it on
-                preexec_fn=die_with_parent,
-            )
+def _start_workers(cfg: Config, study_name, storage_url, devices, root) -> list[Job]:
+    """One worker per entry of ``devices`` (its GPU), each a spawned process given the
+    sweep's base config as it is (typed); its output goes to ``worker-<i>.log``."""
+    if len(devices) > 1:  # the cores are the workers'
+        cfg = with_values(cfg, {"train.threads": 1})
+    return [
+        Job.spawn(
+            "rsexp.sweep.worker:run_worker",
+            (cfg, study_name, storage_url),
+            name=f"worker {i}",
+            log=root / f"worker-{i}.log",
+            env=device_env(device),
         )
-    return procs
+        for i, device in enumerate(devices)
+    ]
 
 
 def sweep(
-    config: str | None,
-    overrides: list[str],
+    cfg: Config,
     *,
-    trials: int | None = None,
     workers: int = 1,
     storage: str | None = None,
     study_name: str | None = None,
@@ -142,15 +127,13 @@ def sweep(
     trials_only: bool = False,
     console: Console | None = None,
 ) -> dict:
-    """Run (or continue) a sweep, then the confirmation runs and the tables.
+    """Run (or continue) the sweep ``cfg.sweep`` describes over the base config ``cfg``,
+    then the confirmation runs and the tables.
 
     Returns:
-        ``{"study", "best_trial", "best_value", "best_knobs", "reports": [paths]}``.
+        ``{"study", "best_trial", "best_value", "best_values", "reports": [paths]}``.
     """
     console = console or Console()
-    if trials is not None:
-        overrides = [*overrides, f"sweep.trials={trials}"]
-    cfg = load_config(config, overrides)
     if cfg.sweep.objective.startswith("val/") and cfg.data.val_fraction == 0:
         raise ConfigError(
             f"sweep.objective: {cfg.sweep.objective} needs a validation split, but "
@@ -170,7 +153,7 @@ def sweep(
     # first) stops the sweep before anything is created.
     prepare(cfg, console)
     if cfg.data.val_fraction > 0:  # the confirmation runs train on the whole training side
-        prepare(load_config(config, [*overrides, "data.val_fraction=0"]), console)
+        prepare(with_values(cfg, {"data.val_fraction": 0.0}), console)
     study_name = study_name or f"{cfg.experiment}-{cfg.model.name}"
     storage_url = storage or default_storage(cfg)
     paths = sweep_paths(cfg, study_name, reports)
@@ -184,7 +167,7 @@ def sweep(
         if study.user_attrs.get(STOPPED_ATTR):  # run again on purpose: try again
             study.set_user_attr(STOPPED_ATTR, None)
         if not study.get_trials(deepcopy=False):  # the paper's settings go first
-            study.enqueue_trial(sp.trial_params(sp.knobs_of(cfg), cfg.sweep.space))
+            study.enqueue_trial(sp.trial_params(sp.values_of(cfg), cfg.sweep.space))
         fail_stale_trials(study)
         requeued = requeue_interrupted(study)
         _parent_run(cfg, study)
@@ -196,7 +179,7 @@ def sweep(
         console.print(f"workers and their GPUs (CUDA_VISIBLE_DEVICES): {shown}")
 
     try:
-        _run_trials(cfg, config, overrides, study, storage_url, devices, paths, console)
+        _run_trials(cfg, study, storage_url, devices, paths, console)
         if study.user_attrs.get(STOPPED_ATTR):
             raise SweepStopped(
                 f"sweep {study_name} stopped before its budget: "
@@ -228,7 +211,7 @@ def sweep(
                     f"confirmation runs and tables are another driver's: {escape(str(e))}"
                 )
                 return {"study": study_name, "reports": []}
-            return confirm(cfg, overrides, config, study, paths, devices, console)
+            return confirm(cfg, study, paths, devices, console)
     except KeyboardInterrupt:
         _close_parent(cfg, study, RunStatus.KILLED)
         raise
@@ -247,7 +230,7 @@ def _close_parent(cfg: Config, study: optuna.Study, status: RunStatus) -> None:
     )
 
 
-def _run_trials(cfg, config, overrides, study, storage_url, devices, paths, console) -> None:
+def _run_trials(cfg, study, storage_url, devices, paths, console) -> None:
     """Start workers until the whole budget is COMPLETE, PRUNED or FAIL.
 
     A trial still RUNNING that no worker of this driver owns (a worker on another
@@ -260,7 +243,7 @@ def _run_trials(cfg, config, overrides, study, storage_url, devices, paths, cons
     its trial and exits, and the driver waits for them. A second Ctrl-C kills the
     workers at once (their trials re-run from the last checkpoint next time).
     """
-    budget, procs, passed_on = cfg.sweep.trials, [], 0
+    budget, jobs, passed_on = cfg.sweep.trials, [], 0
 
     def table():
         return live_table(study, budget)
@@ -268,14 +251,13 @@ def _run_trials(cfg, config, overrides, study, storage_url, devices, paths, cons
     def pass_on(received: list[int]) -> None:
         nonlocal passed_on
         for sig in received[passed_on:]:
-            live = [p for p in procs if p.poll() is None]
             if passed_on == 0:
                 console.print(
                     f"[yellow]{signal.Signals(sig).name}[/]: the workers checkpoint their "
                     "trials and stop (again to kill them now)"
                 )
-            for p in live:
-                p.send_signal(signal.SIGINT if passed_on == 0 else signal.SIGKILL)
+            for job in jobs:
+                job.interrupt()  # once: SIGINT; again: SIGKILL
             passed_on += 1
 
     with (
@@ -288,17 +270,17 @@ def _run_trials(cfg, config, overrides, study, storage_url, devices, paths, cons
             if study.user_attrs.get(STOPPED_ATTR):
                 return
             if budget_used(study) < budget or waiting(study):
-                procs = _start_workers(
-                    config, overrides, study.study_name, storage_url, devices, paths.root
-                )
-                while any(p.poll() is None for p in procs):
+                jobs = _start_workers(cfg, study.study_name, storage_url, devices, paths.root)
+                while any(job.poll() is None for job in jobs):
                     pass_on(received)
                     time.sleep(0.2 if received else 1.0)
                     live.update(table())
-                bad = [i for i, p in enumerate(procs) if p.returncode != 0]
+                bad = [f"{j.name}: {j.reason}" for j in jobs if j.poll() != 0]
                 if bad and not received:
                     raise RuntimeError(
-                        f"sweep workers {bad} failed; see {paths.root}/worker-<i>.log"
+                        "sweep workers failed: "
+                        + "; ".join(bad)
+                        + f" (see {paths.root}/worker-<i>.log)"
                     )
                 continue
             if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

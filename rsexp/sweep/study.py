@@ -229,6 +229,8 @@ def open_study(name: str, storage: RDBStorage, cfg: Config, epochs: int) -> optu
         direction=cfg.sweep.direction,
         load_if_exists=True,
     )
+    if study.metric_names != [cfg.sweep.objective]:  # optuna-dashboard and the plots say it
+        study.set_metric_names([cfg.sweep.objective])
     if "optuna_version" not in study.user_attrs:
         study.set_user_attr("optuna_version", optuna.__version__)
         study.set_user_attr(

@@ -4,7 +4,6 @@ one tracked experiment (``rsexp sweep`` starts these as ``rsexp sweep-worker``).
 from __future__ import annotations
 
 import io
-import json
 import re
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 from rich.console import Console
 
-from rsexp.config import Config, load_config
+from rsexp.config import Config, with_values
 from rsexp.experiment import RunDir, StopRun, run_or_resume
 from rsexp.experiment.interrupts import deferred_interrupts
 from rsexp.sweep import space as sp
@@ -21,9 +20,8 @@ from rsexp.sweep.common import (
     PARENT_ATTR,
     STOPPED_ATTR,
     SweepPaths,
-    flat_overrides,
-    run_tags,
     sweep_paths,
+    tagged,
     trial_epochs,
 )
 from rsexp.sweep.study import budget_used, counts, make_storage, open_study, retry_of
@@ -31,42 +29,47 @@ from rsexp.sweep.study import budget_used, counts, make_storage, open_study, ret
 
 class Objective:
     """One trial = one tracked experiment; ``val/top1`` (or the configured objective) of
-    the last epoch is the value. A non-finite loss or any other failure is recorded on
-    the trial (``fail_reason``) and propagates: Optuna marks the trial FAIL; it is never
-    scored."""
+    the last epoch is the value. The trial's config is :func:`rsexp.sweep.space.suggest`
+    of the sweep's base config (plus the trial's epochs and tags), typed all the way to
+    the run. An invalid sampled config, a non-finite loss or any other failure is
+    recorded on the trial (``fail_reason``) and propagates: Optuna marks the trial FAIL;
+    it is never scored."""
 
     def __init__(
         self,
-        cfg: Config,
-        overrides: list[str],
+        base: Config,
         study_name: str,
         paths: SweepPaths,
         parent: str | None,
         console: Console,
         storage_url: str = "",
     ):
-        self.cfg, self.overrides = cfg, overrides
-        self.study_name, self.paths, self.parent = study_name, paths, parent
+        self.base, self.study_name, self.paths, self.parent = base, study_name, paths, parent
         self.console, self.storage_url = console, storage_url
+
+    def config(self, values: dict, number: int) -> Config:
+        """Trial ``number``'s config: the base with the sampled ``values``, the sweep's
+        epochs per trial, its tags."""
+        cfg = with_values(sp.apply(self.base, values), {"train.epochs": trial_epochs(self.base)})
+        return tagged(cfg, self.study_name, "trial", self.parent, trial=str(number))
 
     def __call__(self, trial: optuna.Trial) -> float:
         # Storage writes finish whole: a Ctrl-C inside SQLAlchemy could leave the
         # connection pool locked, and the trial could then never be marked.
         with deferred_interrupts():
-            run_dir, knobs = self._start(trial)
+            run_dir, values = self._start(trial)
 
         def report(record: dict) -> None:
             with deferred_interrupts():
-                trial.report(record[self.cfg.sweep.objective], record["epoch"])
+                trial.report(record[self.base.sweep.objective], record["epoch"])
                 prune = trial.should_prune()
             if prune:
                 raise StopRun(f"pruned at epoch {record['epoch']}")
 
-        overrides = self._overrides(knobs, trial.number)
         try:
-            cfg = load_config(None, overrides)  # a sampled config the run refuses: FAIL
-            if self.cfg.sweep.nproc > 1:  # the sweep settings are the worker's
-                summary = self._distributed(trial, run_dir, overrides)
+            cfg = self.config(values, trial.number)  # one the run refuses: a FAIL
+            if self.base.sweep.nproc > 1:
+                summary = self._distributed(trial, run_dir, cfg)
             else:
                 summary = run_or_resume(
                     cfg, run_dir, console=Console(file=io.StringIO()), on_epoch=report
@@ -82,32 +85,28 @@ class Objective:
             self._link(trial, run_dir)
             raise
         self._link(trial, run_dir)
-        return float(summary[self.cfg.sweep.objective])
+        return float(summary[self.base.sweep.objective])
 
-    def _distributed(self, trial: optuna.Trial, run_dir: Path, overrides: list[str]) -> dict:
-        """The trial on ``sweep.nproc`` processes (torchrun, :mod:`rsexp.sweep.ddp_trial`);
-        its output goes to ``<run folder>/torchrun.log``. Returns the run's summary."""
-        import signal
-        import subprocess
-
-        from rsexp.config import flatten, to_dict
+    def _distributed(self, trial: optuna.Trial, run_dir: Path, cfg: Config) -> dict:
+        """The trial on ``sweep.nproc`` processes (torchrun, :mod:`rsexp.sweep.ddp_trial`):
+        its config goes to the run folder's ``config.yaml``, which every rank loads; its
+        output to ``<run folder>/torchrun.log``. Returns the run's summary."""
+        from rsexp.jobs import Job
         from rsexp.sweep.ddp_trial import PRUNED, command
 
-        # the sweep's own settings too (objective, pruner): rank 0 reports to the study
-        sweep = [f"{k}={json.dumps(v)}" for k, v in flatten(to_dict(self.cfg)).items()
-                 if k.startswith("sweep.")]  # fmt: skip
-        cmd = command(self.cfg.sweep.nproc, self.study_name, self.storage_url,
-                      trial._trial_id, str(run_dir), [*overrides, *sweep])  # fmt: skip
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / "torchrun.log", "a") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-            try:
-                rc = proc.wait()
-            except KeyboardInterrupt:  # passed on once; the ranks checkpoint and stop
-                proc.send_signal(signal.SIGINT)
-                proc.wait()
-                raise
-        summary = RunDir(run_dir).summary() or {}
+        rd = RunDir(run_dir)
+        if not rd.has_checkpoint():
+            rd.save_config(cfg)
+        cmd = command(self.base.sweep.nproc, self.study_name, self.storage_url,
+                      trial._trial_id, str(run_dir))  # fmt: skip
+        job = Job.command(cmd, name=f"trial {trial.number}", log=run_dir / "torchrun.log")
+        try:
+            rc = job.wait()
+        except KeyboardInterrupt:  # passed on once; the ranks checkpoint and stop
+            job.interrupt()
+            job.wait()
+            raise
+        summary = rd.summary() or {}
         if rc == PRUNED:
             raise StopRun(summary.get("error") or "pruned")
         if rc == 130:
@@ -118,7 +117,7 @@ class Objective:
         return summary
 
     def _start(self, trial: optuna.Trial) -> tuple[Path, dict]:
-        """Sample the knobs and link the trial to its run folder. A re-run (of a trial
+        """Sample the trial's values and link it to its run folder. A re-run (of a trial
         whose worker died, or that Ctrl-C ended) inherits that trial's user attributes,
         run_dir among them: it continues that run."""
         study = trial.study
@@ -127,31 +126,23 @@ class Objective:
             trial.set_user_attr("surplus", True)
             study.stop()
             raise optuna.TrialPruned("trial budget already used by other workers")
-        knobs = sp.sample(trial, self.cfg.sweep.space)
+        values = sp.sample(trial, self.base.sweep.space)
         if previous is None and (dup := duplicate_of(study, trial)) is not None:
-            # the budget is spent on distinct knobs: this one does not count, and the
+            # the budget is spent on distinct values: this one does not count, and the
             # worker draws again (a space with fewer points than the budget is exhausted
             # once DUPLICATES_EXHAUSTED draws in a row repeat; then repeats train)
             trial.set_user_attr("duplicate_of", dup)
-            raise optuna.TrialPruned(f"drew the knobs of trial {dup}; drawing again")
-        trial.set_user_attr("knobs", knobs)
+            raise optuna.TrialPruned(f"drew the values of trial {dup}; drawing again")
+        trial.set_user_attr("values", values)
         run_dir = Path(previous) if previous else self.paths.trial(trial.number)
         if previous:
             self.console.print(f"trial {trial.number}: continuing {run_dir}")
         trial.set_user_attr("run_dir", str(run_dir))
-        return run_dir, knobs
-
-    def _overrides(self, knobs, number: int) -> list[str]:
-        return [
-            *self.overrides,
-            *sp.to_overrides(knobs),
-            f"train.epochs={trial_epochs(self.cfg)}",
-            *run_tags(self.study_name, "trial", self.parent, trial=str(number)),
-        ]
+        return run_dir, values
 
     def _is_surplus(self, study: optuna.Study, number: int) -> bool:
         trials = [t for t in study.get_trials(deepcopy=False) if t.number < number]
-        return len(counts(trials)) >= self.cfg.sweep.trials
+        return len(counts(trials)) >= self.base.sweep.trials
 
     @staticmethod
     def _link(trial: optuna.Trial, run_dir: Path) -> None:
@@ -214,23 +205,17 @@ def waiting(study: optuna.Study) -> bool:
 
 
 def run_worker(
-    config: str | None,
-    overrides: list[str],
-    study_name: str,
-    storage_url: str,
-    console: Console | None = None,
+    cfg: Config, study_name: str, storage_url: str, console: Console | None = None
 ) -> None:
     """One worker: take trials from the study until the budget is used, or until
-    ``sweep.stop_after_failures`` trials in a row fail the same way."""
+    ``sweep.stop_after_failures`` trials in a row fail the same way. ``cfg``: the sweep's
+    base config (the driver's, passed typed; ``rsexp sweep-worker`` loads it)."""
     console = console or Console()
-    cfg = load_config(config, overrides)
     storage = make_storage(storage_url, cfg)
     study = open_study(study_name, storage, cfg, trial_epochs(cfg))
     paths = sweep_paths(cfg, study_name)
     parent = study.user_attrs.get(PARENT_ATTR)
-    objective = Objective(
-        cfg, flat_overrides(cfg), study_name, paths, parent, console, storage_url
-    )
+    objective = Objective(cfg, study_name, paths, parent, console, storage_url)
     k = cfg.sweep.stop_after_failures
 
     def stop_when_done(study: optuna.Study, _trial) -> None:

@@ -4,6 +4,16 @@ Backends are imported lazily: choosing ``mlflow`` never imports wandb, and vice 
 """
 
 from rsexp.track.base import RunInfo, RunStatus, TrackingError, Writer
-from rsexp.track.tracker import Tracker, build_writer
+from rsexp.track.tracker import TRACKERS, Tracker, TrackerSpec, build_writer, register_tracker
 
-__all__ = ["RunInfo", "RunStatus", "Tracker", "TrackingError", "Writer", "build_writer"]
+__all__ = [
+    "TRACKERS",
+    "TrackerSpec",
+    "register_tracker",
+    "RunInfo",
+    "RunStatus",
+    "Tracker",
+    "TrackingError",
+    "Writer",
+    "build_writer",
+]

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from rich.markup import escape
 
+from rsexp.core.registry import Registry
 from rsexp.fileio import write_text
 from rsexp.track.base import RunInfo, RunStatus, TrackingError, Writer, safe_key
 from rsexp.track.local import LocalWriter, overlay_path
@@ -33,21 +36,54 @@ TRACKERS_FILE = "trackers.json"
 FIRST_RETRY_S, LAST_RETRY_S = 2.0, 60.0  # a down backend is tried again after these, doubling
 
 
+@dataclass(frozen=True)
+class TrackerSpec:
+    """A tracking backend: ``build(track_cfg, runs_dir, console) -> Writer`` (the
+    :class:`~rsexp.track.base.Writer` contract, which ``tests/test_writer_contract.py``
+    runs every registered one through)."""
+
+    name: str
+    build: Callable[..., Writer]
+    origin: str = "rsexp"
+
+
+TRACKERS: Registry[TrackerSpec] = Registry("tracker", "track.backends")
+
+
+def register_tracker(name: str):
+    """Register a backend's factory under ``name`` (what ``track.backends`` lists)."""
+
+    def add(factory: Callable[..., Writer]):
+        TRACKERS.add(name, TrackerSpec(name, factory, factory.__module__.split(".")[0]))
+        return factory
+
+    return add
+
+
+@register_tracker("local")
+def _local(track_cfg, runs_dir, console=None) -> Writer:
+    return LocalWriter()
+
+
+@register_tracker("mlflow")
+def _mlflow(track_cfg, runs_dir, console=None) -> Writer:
+    from rsexp.track.mlflow_writer import MlflowWriter  # lazily: no mlflow unless asked
+
+    m = track_cfg.mlflow
+    return MlflowWriter(m.tracking_uri, m.experiment, runs_dir, m.system_metrics_s)
+
+
+@register_tracker("wandb")
+def _wandb(track_cfg, runs_dir, console=None) -> Writer:
+    from rsexp.track.wandb_writer import WandbWriter  # lazily: no wandb unless asked
+
+    w = track_cfg.wandb
+    return WandbWriter(w.mode, w.project, w.entity, w.group, console)
+
+
 def build_writer(name: str, track_cfg, runs_dir: str | Path, console=None) -> Writer:
     """A backend by name; an unknown name raises with the valid ones."""
-    if name == "local":
-        return LocalWriter()
-    if name == "mlflow":
-        from rsexp.track.mlflow_writer import MlflowWriter
-
-        m = track_cfg.mlflow
-        return MlflowWriter(m.tracking_uri, m.experiment, runs_dir, m.system_metrics_s)
-    if name == "wandb":
-        from rsexp.track.wandb_writer import WandbWriter
-
-        w = track_cfg.wandb
-        return WandbWriter(w.mode, w.project, w.entity, w.group, console)
-    raise TrackingError(f"unknown tracking backend {name!r}; valid: local, mlflow, wandb")
+    return TRACKERS.get(name).build(track_cfg, runs_dir, console)
 
 
 class _Down:
