@@ -105,6 +105,7 @@ def test_core_imports_only_torch_timm_numpy_and_the_standard_library():
 STDLIB = {
     "__future__", "abc", "collections", "contextlib", "dataclasses", "math", "os",
     "pathlib", "random", "sys", "typing", "warnings", "functools", "itertools",
+    "importlib",
 }  # fmt: skip
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from rsexp.config.space import Dimension, SweepConfig, paper_space
 from rsexp.core.settings import (
@@ -51,8 +51,29 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    # a registered dataset: synthetic, ucf50, ucf101, ssv2, desktop_assembly; your own
+    # videos: folder (data.path/<class>/<video>), list (list files), segments (videos
+    # labelled per frame); or a plugin's
     name: str = "synthetic"
     root: str = "data"
+    # Your own videos (folder, list, segments): the folder that holds them; guidance keys
+    # are each video's path relative to it without its suffix (up/v03)
+    path: str = ""
+    # ... without split folders or lists, the test side: this share of each class's
+    # videos (seeded by val_seed), whole groups of data.group_by kept on one side
+    test_fraction: float = 0.2
+    # a regex whose first group (or whole match) names a video's group in its relative
+    # path (the same subject, scene or source video: kept on one side of every split);
+    # "" = every video its own group
+    group_by: str = ""
+    # a file of class names, one per line, in label order ("" = the class folders'
+    # names, sorted; for list files, the labels' names, sorted)
+    classes: str = ""
+    # list files (data.name=list): "relative/path label" lines (label: an integer or a
+    # class name), or a CSV with a header path,label[,split]; paths relative to data.path
+    train_list: str = ""
+    val_list: str = ""
+    test_list: str = ""
     num_frames: int = 8
     frame_size: int = 32
     batch_size: int = 32
@@ -94,8 +115,17 @@ class DataConfig:
     window_label: Literal["centre", "majority"] = "centre"
     background: tuple[str, ...] = ()
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    # a plugin dataset's own typed settings, data.<name>.* (written under data: <name>:
+    # or data.<name>.key=value; kept here by name, each the plugin's dataclass)
+    sections: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
+        _check(0 < self.test_fraction < 1, "data.test_fraction", "must be in (0, 1)")
+        if self.group_by:
+            try:
+                re.compile(self.group_by)
+            except re.error as e:
+                raise ConfigError(f"data.group_by: not a regular expression: {e}") from None
         _check(self.split >= 1, "data.split", "must be >= 1")
         _check(0 <= self.val_fraction < 1, "data.val_fraction", "must be in [0, 1)")
         _check(self.temporal_jitter >= 1, "data.temporal_jitter", "must be >= 1")
@@ -317,6 +347,11 @@ class TrackConfig:
 
 @dataclass(frozen=True)
 class Config:
+    # modules to import in every process a run or sweep starts (spawned workers and
+    # torchrun ranks too): a plugin registers its datasets, models, annotators, trackers
+    # and config sections there. Installed plugins (the rsexp.plugins entry points) are
+    # loaded without being listed.
+    plugins: tuple[str, ...] = ()
     data: DataConfig = field(default_factory=DataConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

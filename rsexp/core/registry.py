@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 from torch import nn
 
 from rsexp.core.errors import UnknownNameError  # noqa: F401 (raised here)
+from rsexp.core.plugins import broken_plugins, load_entry_points
 from rsexp.core.settings import ModelConfig, SegmentsConfig
 
 T = TypeVar("T")
@@ -22,7 +23,8 @@ T = TypeVar("T")
 
 class Registry(Generic[T]):
     """Specs of one kind by name. ``key``: the config key that names one (its errors say
-    which key held the unknown name)."""
+    which key held the unknown name). Installed plugins are loaded when a registry is
+    first consulted (:func:`load_entry_points`)."""
 
     def __init__(self, kind: str, key: str):
         self.kind, self.key = kind, key
@@ -35,17 +37,22 @@ class Registry(Generic[T]):
         return spec
 
     def get(self, name: str) -> T:
+        load_entry_points()
         if name not in self._specs:
+            broken = broken_plugins()
             raise UnknownNameError(
                 f"{self.key}: unknown {self.kind} {name!r}; valid {self.kind}s: "
                 f"{', '.join(self.names())}"
+                + (f"; plugins that did not load: {'; '.join(broken)}" if broken else "")
             )
         return self._specs[name]
 
     def names(self) -> list[str]:
+        load_entry_points()
         return sorted(self._specs)
 
     def __contains__(self, name: object) -> bool:
+        load_entry_points()
         return name in self._specs
 
     def __iter__(self) -> Iterator[T]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rsexp.config import ConfigError
+from rsexp.data import own
 from rsexp.data.registry import DATASETS, register_dataset
 from rsexp.data.splits import Progress, RawSplits, Split, carve_val
 from rsexp.errors import VideoDecodeError  # noqa: F401 (raised here)
@@ -166,23 +167,33 @@ def _window_split(entries, cache, metas, data_cfg, rule: str, ground_truth) -> S
 
 
 def read_split(name: str, data_cfg) -> tuple:
-    """A real dataset's index with its training side split as every run splits it:
-    ``(root, index, train, val)``, the validation split carved by actor group (UCF) or
-    video, seeded (``rsexp guidance`` selects its videos from the same sides)."""
-    from rsexp.data.real import INDEX_READERS, DatasetLayoutError
+    """A dataset's index with its training side split as every run splits it:
+    ``(root, index, train, val)``. The validation split is the one the layout gives (a
+    ``val/`` folder, a list), else carved whole by group (UCF's actor groups,
+    ``data.group_by``, else the video), seeded; ``data.val_fraction=0`` trains on all of
+    it (``rsexp guidance`` selects its videos from the same sides)."""
+    from rsexp.data.real import DatasetLayoutError
 
-    root = Path(data_cfg.root) / name
-    index = INDEX_READERS[name](root, data_cfg.split)
+    spec = DATASETS.get(name)
+    if spec.index is None:
+        raise DatasetLayoutError(
+            f"{name}: its dataset spec gives no index of videos (register_dataset(index=...)),"
+            f" which the clip cache and rsexp guidance read"
+        )
+    root, index, given_val = spec.index(data_cfg)
     for side, listed in (("training", index.train), ("evaluation", index.val)):
         if not listed:
             raise DatasetLayoutError(
                 f"{name} split {data_cfg.split}: the {side} side lists no video; check the "
                 f"split files under {root} or choose another data.split"
             )
+    if given_val is not None:
+        if data_cfg.val_fraction == 0:  # the whole training side, validation included
+            return root, index, index.train + given_val, []
+        return root, index, index.train, given_val
+    group = (spec.groups(data_cfg, root) if spec.groups else None) or _video
     try:
-        train, val = carve_val(
-            index.train, data_cfg.val_fraction, data_cfg.val_seed, VAL_GROUP.get(name, _video)
-        )
+        train, val = carve_val(index.train, data_cfg.val_fraction, data_cfg.val_seed, group)
     except ValueError as e:
         raise DatasetLayoutError(f"{name} split {data_cfg.split}: {e}") from None
     return root, index, train, val
@@ -207,7 +218,7 @@ def _build_real(name: str, data_cfg, grid: int, progress: Progress | None) -> Ra
             f"data.sample=windows: {name} is not labelled per frame; windows are for "
             f"{', '.join(per_frame)}"
         )
-    base = Path(data_cfg.cache_dir) if data_cfg.cache_dir else root / "cache"
+    base = Path(data_cfg.cache_dir) if data_cfg.cache_dir else root / DATASETS.get(name).cache
     T, size, fmt, rate = data_cfg.num_frames, data_cfg.frame_size, data_cfg.cache_format, 0.0
     train_size = round(size * 8 / 7) if data_cfg.augment else size
     k = data_cfg.split
@@ -314,7 +325,16 @@ def _ucf_group(entry) -> str:
     return entry.key.rsplit("_g", 1)[-1].split("_")[0]
 
 
-VAL_GROUP = {"ucf50": _ucf_group, "ucf101": _ucf_group}
+def _paper_index(name: str, data_cfg) -> tuple:
+    """The paper's datasets: their own index files under ``<data.root>/<name>/``."""
+    from rsexp.data.real import INDEX_READERS
+
+    root = Path(data_cfg.root) / name
+    return root, INDEX_READERS[name](root, data_cfg.split), None
+
+
+def _ucf_groups(data_cfg, root) -> Callable:
+    return _ucf_group
 
 
 # the real datasets: where each is expected under data.root, and how to get it there
@@ -346,4 +366,27 @@ REAL = {
     ),
 }
 for _name, _facts in REAL.items():
-    register_dataset(partial(_build_real, _name), name=_name, **_facts)
+    register_dataset(
+        partial(_build_real, _name), name=_name, index=partial(_paper_index, _name),
+        groups=_ucf_groups if _name.startswith("ucf") else None, **_facts,
+    )  # fmt: skip
+
+# your own videos (rsexp.data.own): a class-per-folder tree, list files, videos labelled
+# per frame; the clip cache beside them, in a folder of rsexp's own
+OWN = {
+    "folder": dict(title="your videos, a folder per class", index=own.folder,
+                   layout="<data.path>/<class>/<video> or <data.path>/{train,val,test}/"
+                          "<class>/<video>"),
+    "list": dict(title="your videos, listed in files", index=own.listed,
+                 layout="data.train_list / data.test_list: 'relative/path label' lines or "
+                        "a CSV path,label[,split], paths relative to <data.path>"),
+    "segments": dict(title="your videos, labelled per frame", index=own.segments,
+                     segmentation=True,
+                     layout="<data.path>/videos/<video>, groundTruth/<video>.txt, "
+                            "mapping.txt [and splits/{train,test}.split<k>.bundle]"),
+}  # fmt: skip
+for _name, _facts in OWN.items():
+    register_dataset(
+        partial(_build_real, _name), name=_name, source="your own", cache=".rsexp/cache",
+        groups=own.group_of, check=own.root_of, **_facts,
+    )  # fmt: skip

@@ -186,6 +186,14 @@ def ssv2(root: Path, split: int) -> VideoIndex:
 
 
 def desktop_assembly(root: Path, split: int) -> VideoIndex:
+    return desktop_assembly_from(root, split)
+
+
+def desktop_assembly_from(
+    root: Path, split: int, bundles: dict[str, list[str]] | None = None
+) -> VideoIndex:
+    """The action-segmentation layout under ``root``; ``bundles`` ({"train": [video],
+    "test": [video]}) stands in for ``splits/{train,test}.split<k>.bundle``."""
     classes: list[str] = []
     for n, line in _lines(root / "mapping.txt"):
         parts = line.split(maxsplit=1)
@@ -198,10 +206,12 @@ def desktop_assembly(root: Path, split: int) -> VideoIndex:
     label_of = {c: i for i, c in enumerate(classes)}
     videos = _videos_by_stem(root / "videos")
 
-    def read(bundle: Path) -> list[VideoEntry]:
+    def read(bundle) -> list[VideoEntry]:
         out = []
-        for _, line in _lines(bundle):
-            video = Path(line).stem
+        names = (
+            [Path(line).stem for _, line in _lines(bundle)] if isinstance(bundle, Path) else bundle
+        )
+        for video in names:
             gt = root / "groundTruth" / f"{video}.txt"
             actions = [a for _, a in _lines(gt)]
             path = videos.get(video, root / "videos" / f"{video}.mp4")
@@ -221,6 +231,8 @@ def desktop_assembly(root: Path, split: int) -> VideoIndex:
                 start = t
         return out
 
+    if bundles is not None:
+        return VideoIndex(read(bundles["train"]), read(bundles["test"]), classes)
     sdir = root / "splits"
     if not (sdir / f"train.split{split}.bundle").is_file():
         raise DatasetLayoutError(f"{sdir / f'train.split{split}.bundle'}: file not found")

@@ -33,6 +33,15 @@ class DatasetSpec:
     files: bool = True
     segmentation: bool = False
     origin: str = "rsexp"  # who registered it (a plugin's module)
+    # datasets of videos on disk: ``index(data_cfg) -> (root, VideoIndex, val or None)``
+    # (the training and test sides, a validation side the layout gives), the group of a
+    # video that a split keeps whole (``groups(data_cfg, root)``, None: the video), the
+    # clip cache's folder under the root, and the check that the data is where the
+    # config says (default: ``<data.root>/<name>/videos/``)
+    index: Callable | None = None
+    groups: Callable | None = None
+    cache: str = "cache"
+    check: Callable | None = None
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset", "data.name")
@@ -43,6 +52,9 @@ def check_available(data_cfg) -> None:
     dataset read from files is missing (the embedded synthetic data is always there)."""
     spec = DATASETS.get(data_cfg.name)
     if not spec.files:
+        return
+    if spec.check is not None:
+        spec.check(data_cfg)
         return
     root = Path(data_cfg.root) / data_cfg.name
     if not (root / "videos").is_dir():
@@ -70,6 +82,10 @@ def register_dataset(
     layout: str = "",
     files: bool = True,
     segmentation: bool = False,
+    index: Callable | None = None,
+    groups: Callable | None = None,
+    cache: str = "cache",
+    check: Callable | None = None,
 ):
     """Register a split builder under ``name`` (default: the function's name) with its
     facts; a name registered twice is an error, as for models."""
@@ -79,7 +95,7 @@ def register_dataset(
         module = f.func.__module__ if isinstance(f, partial) else f.__module__
         DATASETS.add(
             key, DatasetSpec(key, f, title or key, source, layout, files, segmentation,
-                             (module or "rsexp").split(".")[0])
+                             (module or "rsexp").split(".")[0], index, groups, cache, check)
         )  # fmt: skip
         return f
 

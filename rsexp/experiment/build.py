@@ -15,7 +15,7 @@ import torch
 from rich.console import Console
 
 import rsexp.core.models  # noqa: F401  (registers the models)
-from rsexp.config import Config, ConfigError
+from rsexp.config import Config, ConfigError, load_plugins
 from rsexp.core.models import load_pretrained
 from rsexp.core.optim import param_groups
 from rsexp.core.registry import create_model, list_models, model_spec
@@ -63,6 +63,7 @@ def preflight(cfg: Config) -> None:
     """
     from rsexp.data.registry import check_dataset
 
+    load_plugins(cfg.plugins)
     check_dataset(cfg.data)
     for backend in cfg.track.backends:
         TRACKERS.get(backend)
@@ -152,6 +153,7 @@ def build_run(cfg: Config, console: Console | None = None, dist: Dist | None = N
     distributed run rank 0 builds the data first (the others find the cache warm), each
     rank takes its local GPU, and every rank draws the same initial weights."""
     dist = dist or Dist()
+    load_plugins(cfg.plugins)  # a spawned job or a torchrun rank: the plugins here too
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)

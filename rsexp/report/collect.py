@@ -49,10 +49,18 @@ def param_value(value) -> str:
 
 
 def flat_config(tree: dict) -> dict[str, str]:
-    """A nested config (``config.yaml``) as ``{dotted key: param string}``."""
+    """A nested config (``config.yaml``) as ``{dotted key: param string}``; a key the
+    run does not have (written by an rsexp that had no such setting) reads as today's
+    default, which is what that rsexp did."""
     from rsexp.config import flatten
 
-    return {k: param_value(v) for k, v in flatten(tree).items()}
+    return {**_defaults(), **{k: param_value(v) for k, v in flatten(tree).items()}}
+
+
+def _defaults() -> dict[str, str]:
+    from rsexp.config import Config, flatten, to_dict
+
+    return {k: param_value(v) for k, v in flatten(to_dict(Config())).items()}
 
 
 def _model(model: str, tags: dict, pretrained: str) -> str:
@@ -141,7 +149,10 @@ def from_mlflow(uri: str) -> list[RunRecord]:
                     },
                     tags=dict(t),
                     ref=f"{uri}#{run.info.run_id}",
-                    config={k: v for k, v in params.items() if k.startswith(SECTIONS)},
+                    config={
+                        **_defaults(),
+                        **{k: v for k, v in params.items() if k.startswith(SECTIONS)},
+                    },
                     ended=(run.info.end_time or 0) / 1000,
                 )
             )

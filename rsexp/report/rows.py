@@ -189,11 +189,15 @@ def _pair_baselines(rows: list[Row]) -> None:
     """Each RS row's baseline: the baseline row of its config with both terms off; else,
     when the model has one baseline row, that one, with a note naming what differs."""
     baselines = [r for r in rows if r.method == "baseline"]
+
+    def but_terms(config: dict) -> tuple:  # the method tag says which terms are off
+        return _key({k: v for k, v in config.items() if k not in LAMBDAS})
+
     for row in rows:
         if row.method == "baseline":
             continue
-        want = _key(_off(row.config, *LAMBDAS))
-        exact = [b for b in baselines if _key(b.config) == want]
+        want = but_terms(row.config)
+        exact = [b for b in baselines if but_terms(b.config) == want]
         if exact:
             row.baseline = exact[0]
         elif len(baselines) == 1:

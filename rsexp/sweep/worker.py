@@ -12,7 +12,7 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 from rich.console import Console
 
-from rsexp.config import Config, with_values
+from rsexp.config import Config, load_plugins, with_values
 from rsexp.experiment import RunDir, StopRun, run_or_resume
 from rsexp.experiment.interrupts import deferred_interrupts
 from rsexp.sweep import space as sp
@@ -211,6 +211,7 @@ def run_worker(
     ``sweep.stop_after_failures`` trials in a row fail the same way. ``cfg``: the sweep's
     base config (the driver's, passed typed; ``rsexp sweep-worker`` loads it)."""
     console = console or Console()
+    load_plugins(cfg.plugins)  # a spawned worker: the plugins its trials need
     storage = make_storage(storage_url, cfg)
     study = open_study(study_name, storage, cfg, trial_epochs(cfg))
     paths = sweep_paths(cfg, study_name)

@@ -115,7 +115,12 @@ def overlay_images(
             float(probs[j].max()),
             cell_px=cell_px,
         )
-        images[f"overlay/{val.video_ids[i]}"] = (img, f"true {true}, pred {pred}")
+        # one level under overlay/: an id holding "/" (your own videos' relative
+        # paths, up/v03) would make a folder per part
+        images[f"overlay/{val.video_ids[i].replace('/', '_')}"] = (
+            img,
+            f"true {true}, pred {pred}",
+        )
     return images
 
 
