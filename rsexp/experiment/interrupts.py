@@ -37,19 +37,24 @@ def deferred_interrupts():
 
 
 @contextmanager
-def signals_as_flags():
+def signals_as_flags(on_signal=None):
     """Within the block Ctrl-C / SIGTERM raise nothing: each one is appended to the
     yielded list, for a loop that polls it (the sweep driver, which must never be
-    interrupted inside a library call while its workers shut down). Outside the main
-    thread the list stays empty."""
+    interrupted inside a library call while its workers shut down), and
+    ``on_signal(list)`` is called at once if given (the driver passes the signal on to
+    its workers without waiting for its next poll). Outside the main thread the list
+    stays empty."""
     received: list[int] = []
     if not in_main_thread():
         yield received
         return
-    previous = {
-        sig: signal.signal(sig, lambda signum, frame: received.append(signum))
-        for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+
+    def handler(signum, frame):
+        received.append(signum)
+        if on_signal is not None:
+            on_signal(received)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield received
     finally:

@@ -243,25 +243,26 @@ def _run_trials(cfg, study, storage_url, devices, paths, console) -> None:
     its trial and exits, and the driver waits for them. A second Ctrl-C kills the
     workers at once (their trials re-run from the last checkpoint next time).
     """
-    budget, jobs, passed_on = cfg.sweep.trials, [], 0
+    budget, jobs, said = cfg.sweep.trials, [], []
 
     def table():
         return live_table(study, budget)
 
     def pass_on(received: list[int]) -> None:
-        nonlocal passed_on
-        for sig in received[passed_on:]:
-            if passed_on == 0:
-                console.print(
-                    f"[yellow]{signal.Signals(sig).name}[/]: the workers checkpoint their "
-                    "trials and stop (again to kill them now)"
-                )
-            for job in jobs:
-                job.interrupt()  # once: SIGINT; again: SIGKILL
-            passed_on += 1
+        """Called from the signal handler at once and by the loop after starting
+        workers: each worker gets each signal once (once: SIGINT; again: SIGKILL)."""
+        if received and not said:
+            said.append(True)
+            console.print(
+                f"[yellow]{signal.Signals(received[0]).name}[/]: the workers checkpoint "
+                "their trials and stop (again to kill them now)"
+            )
+        for job in jobs:
+            while job.poll() is None and job.interrupted < len(received):
+                job.interrupt()
 
     with (
-        signals_as_flags() as received,
+        signals_as_flags(on_signal=pass_on) as received,
         Live(table(), console=console, refresh_per_second=1) as live,
     ):
         while not received:
