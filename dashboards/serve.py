@@ -1,5 +1,7 @@
 """``make dashboard``: the MLflow UI on the embedded store and optuna-dashboard on a
-sweep's storage, both bound to 127.0.0.1; prints both URLs and stops both on Ctrl-C.
+sweep's storage, both bound to 127.0.0.1; prints each URL as soon as its server answers,
+and stops both on Ctrl-C, SIGTERM (a plain ``kill``) or SIGHUP (a closed terminal). A
+port already taken is refused at once, naming it.
 
     python dashboards/serve.py [--runs runs] [--dataset synthetic] [--storage URL]
         [--mlflow-port 5000] [--optuna-port 8080]
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -34,12 +37,27 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None
     raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
 
 
-def start(runs: Path, storage: str, mlflow_port: int, optuna_port: int) -> list:
-    """Both servers, once they answer: [(name, url, process)]."""
+def port_taken(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) == 0
+
+
+def start(runs: Path, storage: str, mlflow_port: int, optuna_port: int, announce=print) -> list:
+    """Both servers, each announced (``announce(name, url)``) as soon as it answers:
+    [(name, url, process)]."""
     store = runs.resolve() / "mlflow.db"
     if not store.is_file():
         raise SystemExit(f"{store}: no MLflow store yet; run make train or make sweep first")
     host = "127.0.0.1"
+    for name, port, flag in (("MLflow", mlflow_port, "--mlflow-port"),
+                             ("optuna-dashboard", optuna_port, "--optuna-port")):  # fmt: skip
+        if port_taken(host, port):
+            raise SystemExit(
+                f"port {port} on {host} is taken (another {name}, or another program): "
+                f"stop it, or give {flag} <free port>"
+            )
     mlflow = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{store}",
          "--host", host, "--port", str(mlflow_port), "--workers", "1"],
@@ -54,8 +72,9 @@ def start(runs: Path, storage: str, mlflow_port: int, optuna_port: int) -> list:
         ("optuna-dashboard", f"http://{host}:{optuna_port}", optuna),
     ]
     try:
-        for _, url, proc in servers:
+        for name, url, proc in servers:
             wait_ready(url, proc)
+            announce(name, url)
     except BaseException:
         stop(servers)
         raise
@@ -80,48 +99,85 @@ def views(urls: dict[str, str], experiment: str) -> dict[str, str]:
     (``workflowType=machine_learning``; the experiment's ``mlflow.experimentKind`` tag
     alone is not enough when the UI's workflow switch is on)."""
     out = {}
-    body = json.dumps({"max_results": 1000}).encode()
-    req = urllib.request.Request(
-        f"{urls['MLflow']}/api/2.0/mlflow/experiments/search",
-        data=body,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        exps = json.loads(r.read()).get("experiments", [])
-    found = [e["experiment_id"] for e in exps if e["name"] == experiment]
+    exps = _api(urls["MLflow"], "experiments/search", {"max_results": 1000})
+    found = [e["experiment_id"] for e in exps.get("experiments", []) if e["name"] == experiment]
     if found:
         out["MLflow runs"] = (
             f"{urls['MLflow']}/#/experiments/{found[0]}?workflowType=machine_learning"
         )
+        overlay = latest_overlay(urls["MLflow"], found[0])
+        if overlay is not None:
+            run_id, path = overlay
+            out["MLflow latest overlay"] = (
+                f"{urls['MLflow']}/#/experiments/{found[0]}/runs/{run_id}/artifacts/"
+                f"{urllib.parse.quote(path, safe='/~+')}?workflowType=machine_learning"
+            )
     out["optuna-dashboard studies"] = f"{urls['optuna-dashboard']}/dashboard"
     return out
 
 
+def _api(base: str, endpoint: str, body: dict | None = None, query: str = "") -> dict:
+    url = f"{base}/api/2.0/mlflow/{endpoint}{'?' + query if query else ''}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def latest_overlay(base: str, experiment_id: str) -> tuple[str, str] | None:
+    """(run id, artifact path) of the newest run's attention overlay at its last step:
+    the Artifacts tab shows it full size (the Model metrics tab's image card puts the
+    run's params above its thumbnail)."""
+    runs = _api(base, "runs/search", {"experiment_ids": [experiment_id], "max_results": 20,
+                                      "order_by": ["attributes.start_time DESC"]})  # fmt: skip
+    for run in runs.get("runs", []):
+        run_id = run["info"]["run_id"]
+        query = urllib.parse.urlencode({"run_id": run_id, "path": "images"})
+        files = _api(base, "artifacts/list", query=query).get("files", [])
+        steps = []
+        for f in files:
+            parts = f["path"].rsplit("/", 1)[-1].split("+")
+            if f["path"].endswith(".png") and parts[0].startswith("overlay~val_"):
+                steps.append((parts[0], -int(parts[2]), f["path"]))
+        if steps:  # the first clip, its last step
+            return run_id, min(steps)[2]
+    return None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", default="runs")
-    p.add_argument("--dataset", default="synthetic")
+    p.add_argument("--runs", default="runs", help="the runs folder (its mlflow.db)")
+    p.add_argument("--dataset", default="synthetic", help="the experiment to link to")
     p.add_argument("--storage", default=None, help="default: sqlite:///<runs>/<dataset>/optuna.db")
     p.add_argument("--mlflow-port", type=int, default=5000)
     p.add_argument("--optuna-port", type=int, default=8080)
     args = p.parse_args(argv)
     runs = Path(args.runs)
     storage = args.storage or f"sqlite:///{(runs / args.dataset / 'optuna.db').resolve()}"
-    servers = start(runs, storage, args.mlflow_port, args.optuna_port)
-    urls = {n: u for n, u, _ in servers}
-    urls.update(views(urls, args.dataset))
-    for name, url in urls.items():
-        print(f"{name:<22} {url}")
-    print(json.dumps(urls), flush=True)
-    print("Ctrl-C stops both", flush=True)
+
+    def stop_on(signum, frame):  # a plain kill or a closed terminal takes the Ctrl-C path
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on)
+    signal.signal(signal.SIGHUP, stop_on)
+    servers = []
     try:
+        servers = start(runs, storage, args.mlflow_port, args.optuna_port,
+                        lambda name, url: print(f"{name:<22} {url}", flush=True))  # fmt: skip
+        urls = {n: u for n, u, _ in servers}
+        urls.update(views(urls, args.dataset))
+        for name in ("MLflow runs", "optuna-dashboard studies"):
+            if name in urls:
+                print(f"{name:<22} {urls[name]}", flush=True)
+        print(json.dumps(urls), flush=True)
+        print("Ctrl-C stops both", flush=True)
         while all(proc.poll() is None for _, _, proc in servers):
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
         stop(servers)
-    print("dashboards stopped")
+    print("dashboards stopped", flush=True)
     return 0
 
 

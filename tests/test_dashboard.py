@@ -15,8 +15,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,8 +53,23 @@ def served(tmp_path_factory):
     for epoch in (1, 2):
         writer.log_metrics({"loss/spatial": 0.5 / epoch, "val/top1": 30.0 * epoch}, epoch)
     writer.finish("FINISHED")
+    # a real run's attention overlays (8-frame clips) in the same store, the newest run
+    from conftest import TINY
+
+    from rsexp.config import load_config
+    from rsexp.experiment import train
+
+    over = [
+        *TINY,
+        f"data.root={tmp_path / 'data'}",
+        f"train.runs_dir={runs}",
+        "data.num_frames=8",
+        "track.backends=[mlflow]",
+        "track.overlays.num_clips=2",
+    ]
+    train(load_config(str(ROOT / "sweeps" / "synthetic.yaml"), over))
     storage = f"sqlite:///{runs / 'synthetic' / 'optuna.db'}"
-    (runs / "synthetic").mkdir()
+    (runs / "synthetic").mkdir(exist_ok=True)
     study = optuna.create_study(study_name="synthetic-tsvit", storage=storage)
     study.optimize(lambda t: t.suggest_float("tau", 0.5, 4.0), n_trials=2)
     ports = free_port(), free_port()
@@ -71,7 +88,7 @@ def served(tmp_path_factory):
             assert line or proc.poll() is None, "serve.py exited"
         yield urls, run_id
     finally:
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        proc.send_signal(signal.SIGTERM)  # a plain kill of serve.py (Ctrl-C is the same path)
         out, _ = proc.communicate(timeout=60)
     assert "dashboards stopped" in out
     for port in ports:  # both servers are gone
@@ -79,7 +96,23 @@ def served(tmp_path_factory):
             assert s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_dashboard_serves_mlflow_and_optuna_and_stops_on_ctrl_c(served):
+def test_a_taken_port_is_refused_not_served_stale(tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "mlflow.db").write_bytes(b"")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "dashboards" / "serve.py"), "--runs",
+             str(tmp_path / "runs"), "--mlflow-port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode != 0 and f"port {port} on 127.0.0.1 is taken" in done.stderr
+    assert "http://" not in done.stdout
+
+
+def test_dashboard_serves_mlflow_and_optuna_and_stops_on_sigterm(served):
     urls, run_id = served
     mlflow_url, optuna_url = urls["MLflow"], urls["optuna-dashboard"]
     assert mlflow_url.startswith("http://127.0.0.1:") and optuna_url.startswith(
@@ -130,9 +163,21 @@ def test_dashboards_render_in_a_real_browser(served, tmp_path):
     assert "Traces 0" not in runs_view  # the GenAI overview would show its trace counters
     run_page = urls["MLflow runs"].replace("?", f"/runs/{run_id}?")
     assert "loss/spatial" in page_text(run_page, tmp_path / "mlflow-run.png")
+    # the newest run's overlay, full size at the link's first view: its 8 frames in a
+    # grid of 160-px tiles with the guidance cells in green (0, 255, 0) on the screen
+    overlay = urls["MLflow latest overlay"]
+    assert "overlay~val_00000+step+2+" in overlay  # the first clip at the last epoch
+    text = page_text(overlay, tmp_path / "mlflow-overlay.png")
+    assert "images/overlay~val_00000+step+2" in text and "config.yaml" in text, text[-1500:]
+    shot = np.asarray(Image.open(tmp_path / "mlflow-overlay.png").convert("RGB"))
+    green = (shot[..., 0] < 40) & (shot[..., 1] > 215) & (shot[..., 2] < 40)
+    rows, cols = np.nonzero(green)
+    assert green.sum() > 2000, green.sum()  # the outlines of the guidance cells
+    # guidance cells in frames 1 to 4 (tiles 137 px apart at 1400 px) and in both rows
+    assert cols.max() - cols.min() > 250 and rows.max() - rows.min() > 120
     studies = page_text(urls["optuna-dashboard studies"], tmp_path / "optuna.png")
     assert "synthetic-tsvit" in studies, studies[-1500:]
-    for name in ("mlflow-runs.png", "mlflow-run.png", "optuna.png"):
+    for name in ("mlflow-runs.png", "mlflow-run.png", "mlflow-overlay.png", "optuna.png"):
         png = (tmp_path / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000, name
 
@@ -177,8 +222,17 @@ def test_wandb_workspace_spec_names_only_keys_a_real_run_records(tiny, tmp_path,
     assert set(keys["metrics"]) <= metrics, set(keys["metrics"]) - metrics
     assert set(keys["config"]) <= params, set(keys["config"]) - params
     assert set(keys["media"]) == overlays and len(overlays) == 2
-    for k in [*keys["metrics"], *keys["config"], *keys["media"]]:
+    for k in [*keys["metrics"], *keys["media"]]:
         assert k.encode() in raw, k  # and W&B received it under that name
+    # the config is nested as the YAML is; W&B names loss: {lambda_s} loss.lambda_s
+    from wandb_records import config_updates
+
+    config = dict(config_updates(history))
+    for k in keys["config"]:
+        node = config
+        for part in k.split("."):
+            assert isinstance(node, dict) and part in node, k
+            node = node[part]
     types = {p["type"] for s in spec["workspace"]["sections"] for p in s["panels"]}
     assert {"LinePlot", "MediaBrowser", "ParallelCoordinatesPlot",
             "ParameterImportancePlot"} <= types  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
+from wandb_records import config_updates
 
 from rsexp.config import load_config
 from rsexp.experiment import resume, train
@@ -124,6 +127,15 @@ def check_mlflow_run(uri: str, result, epochs: int, num_overlays: int):
         "rs",
         "0",
     )
+    # the UI's Source and User: the checkout's commit, the user
+    assert tags["mlflow.source.git.commit"] == params["git.commit"] != "unknown"
+    assert tags["mlflow.user"] and tags["mlflow.source.name"]
+    # params a person can scan: what applies to this run; the rest is config.yaml
+    assert not [k for k in params if k.startswith(("sweep.", "track.", "guidance.openai."))]
+    assert "data.synthetic.num_train" in params  # the run's own dataset's settings
+    (config,) = [f.path for f in client.list_artifacts(run_id) if f.path == "config.yaml"]
+    logged = yaml.safe_load(open(client.download_artifacts(run_id, config)))
+    assert logged == yaml.safe_load((result.run_dir / "config.yaml").read_text())
     local = read_metrics(result.run_dir)
     for key in EPOCH_KEYS:
         hist = client.get_metric_history(run_id, key)
@@ -134,7 +146,8 @@ def check_mlflow_run(uri: str, result, epochs: int, num_overlays: int):
             )
     images = [f.path for f in client.list_artifacts(run_id, "images") if f.path.endswith("png")]
     steps = sorted(int(Path(p).name.split("+")[2]) for p in images)
-    assert steps == sorted(list(range(1, epochs + 1)) * num_overlays)
+    # step 0: the attention before training, so that the UI's first view has an image
+    assert steps == sorted(list(range(0, epochs + 1)) * num_overlays)
     assert all(Path(p).name.startswith("overlay~val_") for p in images)
     figures = [f.path for f in client.list_artifacts(run_id, "figures")]
     assert figures == ["figures/loss_dynamics.png"]
@@ -152,7 +165,7 @@ def test_mlflow_embedded_sqlite(tiny, tmp_path):
     for key in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"):
         assert key in system, sorted(system)
     # the same images sit in the run folder, one per clip and epoch
-    assert len(list((result.run_dir / "overlays").glob("val_*/epoch_*.png"))) == 4
+    assert len(list((result.run_dir / "overlays").glob("val_*/epoch_*.png"))) == 6  # 0, 1, 2
     assert (result.run_dir / "figures" / "loss_dynamics.png").is_file()
 
 
@@ -194,14 +207,26 @@ def test_wandb_offline_run_folder(tiny, monkeypatch, capsys):
     for key in ("val/top1", "loss/spatial", "loss/temporal", "overlay/val_"):
         assert key.encode() in raw, key
     media = list((offline / "files" / "media" / "images").rglob("*.png"))
-    assert len(media) == 4  # 2 clips x 2 epochs
+    assert len(media) == 6  # 2 clips x (before training + 2 epochs)
     ledger = json.loads((result.run_dir / "trackers.json").read_text())
     assert ledger["wandb"]["epochs"] == [1, 2]
     assert ledger["wandb"]["run_id"] in offline.name
-    # config values keep their types (W&B's parallel coordinates and importance panels
-    # need numbers): the run file holds each item's key and its JSON value, 1.0 not "1.0"
-    assert b"loss.lambda_s\x82\x01\x031.0" in raw
-    assert b'model.name\x82\x01\x07"tsvit"' in raw
+    # the config nested as the YAML is (W&B shows it as loss.lambda_s), values with
+    # their types (parallel coordinates and importance panels need numbers: 1.0 not "1.0")
+    config = dict(config_updates(history))
+    assert config["loss"]["lambda_s"] == 1.0 and config["model"]["name"] == "tsvit"
+    assert config["data"]["synthetic"]["num_train"] == 24
+    assert "track" not in config and "sweep" not in config  # not what the run computed
+    # no absolute symlink (wandb-core links its log from ~/.cache, wandb.save links the
+    # file it is given): the folder moved elsewhere holds every file it links to
+    links = [p for p in offline.rglob("*") if p.is_symlink()]
+    assert not [p for p in links if os.path.isabs(os.readlink(p))], links
+    moved = result.run_dir.parent / "moved"
+    shutil.copytree(result.run_dir / "wandb", moved, symlinks=True)
+    shutil.rmtree(result.run_dir / "wandb")
+    for p in moved.rglob("*"):
+        assert p.exists(), f"{p} -> {os.readlink(p)}"  # a dangling link
+    assert (next(moved.glob("offline-run-*")) / "files" / "summary.json").is_file()
 
 
 @pytest.mark.parametrize("backend, absent", [("mlflow", "wandb"), ("wandb", "mlflow")])
@@ -315,7 +340,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny, tmp_path, backends):
         images = [
             f.path for f in client.list_artifacts(run_id, "images") if f.path.endswith(".png")
         ]
-        assert sorted(int(Path(p).name.split("+")[2]) for p in images) == [1, 2, 3, 4, 5, 6]
+        # step 0 (before training) once: the resumed run does not log it again
+        assert sorted(int(Path(p).name.split("+")[2]) for p in images) == [0, 1, 2, 3, 4, 5, 6]
 
 
 def test_ctrl_c_checkpoints_marks_killed_and_resumes_exactly(tiny, tmp_path):
@@ -406,7 +432,7 @@ def test_overlays_without_any_guidance(tiny, tmp_path):
     result = train(cfg)
     assert result.history[-1]["guidance/frac_frames"] == 0.0
     assert result.history[-1]["loss/spatial"] == 0.0  # no guided frame: the term is 0
-    assert len(list((result.run_dir / "overlays").glob("val_*/epoch_*.png"))) == 4
+    assert len(list((result.run_dir / "overlays").glob("val_*/epoch_*.png"))) == 6  # 0, 1, 2
 
 
 def _start_embedded(runs_dir: str) -> str:

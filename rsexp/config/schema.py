@@ -318,7 +318,9 @@ class WandbConfig:
 class OverlayConfig:
     num_clips: int = 4  # fixed validation clips rendered every `every` epochs; 0 = off
     every: int = 1
-    cell_px: int = 16  # rendered side of one guidance cell, in pixels
+    # rendered side of one guidance cell, in pixels: a 4 x 4 grid makes frames of 160 px,
+    # shown 4 to a row (an 8-frame clip is a 2 x 4 grid, 670 x 436 px)
+    cell_px: int = 40
 
     def __post_init__(self):
         _check(self.num_clips >= 0, "track.overlays.num_clips", "must be >= 0")

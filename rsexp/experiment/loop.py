@@ -301,6 +301,8 @@ class Trainer:
         oc = self.cfg.track.overlays
         if not self.overlay_clips or epoch % oc.every and epoch != self.cfg.train.epochs:
             return {}
+        if epoch == 0 and self.tracker.has_images(0):  # a run started again from nothing
+            return {}
         val = self.overlay_set
         batch = {
             k: torch.stack([val[i][k] for i in self.overlay_clips])
@@ -312,7 +314,10 @@ class Trainer:
         )
         for key, (img, caption) in images.items():
             save_png(img, overlay_path(self.run_dir.path, key, epoch))
-            images[key] = (img, f"epoch {epoch}: {caption}")
+            images[key] = (
+                img,
+                f"epoch {epoch}: {caption}" if epoch else f"before training: {caption}",
+            )
         return images
 
     def end_epoch(self, epoch: int, meter: SumMeter, t0: float, progress: Progress) -> dict:
@@ -367,6 +372,10 @@ class Trainer:
         the last epoch trained."""
         cfg = self.cfg
         last_epoch = min(cfg.train.epochs, until_epoch or cfg.train.epochs)
+        if self.start_epoch == 0 and self.partial is None and self.dist.is_main:
+            # the attention before training, as step 0: a tracker's image view opens
+            # on step 0, and the slider then shows the attention from where it starts
+            self.tracker.log_images(self.render_overlays(0), 0)
         with self.reporter.progress() as progress:
             for epoch in range(self.start_epoch + 1, last_epoch + 1):
                 t0 = time.perf_counter()

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rsexp.config import Config, ConfigError, flatten, from_dict, to_dict
+from rsexp.config.scope import run_keys
 from rsexp.errors import ResumeRefused
 from rsexp.experiment import distributed
 from rsexp.experiment.build import build_run, preflight
@@ -91,10 +92,12 @@ def check_inputs(source: RunDir, digests: dict[str, str], accept: bool, epoch: i
 
 def _params(trainer: Trainer) -> dict[str, str]:
     parts = trainer.parts
-    params = {
+    # the settings that apply to this run (a person scans them in MLflow's Parameters
+    # table); the whole resolved config is the run's config.yaml, logged as an artifact
+    params = run_keys({
         k: json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)
         for k, v in flatten(to_dict(parts.cfg)).items()
-    }
+    })  # fmt: skip
     params.update(provenance(str(parts.device), _digests(parts)))
     params["num_params"] = str(parts.num_params)
     # which guidance source the run used (tables can compare them): from the file's
@@ -150,6 +153,8 @@ def _setup(
     if changed:
         reporter.console.print(f"[yellow]inputs changed[/], continuing on them: {changed}")
     tracker.log_params({**_params(trainer), **changed})
+    if not resumed and (rd.path / rd.CONFIG).is_file():  # the whole resolved config
+        tracker.log_artifact(rd.path / rd.CONFIG)
     filled = tracker.sync(trainer.history) if resumed else {}
     return trainer, filled
 

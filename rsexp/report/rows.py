@@ -26,28 +26,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from rsexp.config.scope import BOOKKEEPING, BOOKKEEPING_PREFIXES, applies
 from rsexp.report.collect import RunRecord
 from rsexp.report.labels import ABLATION, ROW_LABELS, model_name
 
 LAMBDAS = ("loss.lambda_s", "loss.lambda_t")
-# keys that say where or how a run was made, never what it computed
-BOOKKEEPING_PREFIXES = ("track.", "sweep.", "guidance.openai.")
-BOOKKEEPING = frozenset(
-    {
-        "train.seed",  # the seed is what a row averages over
-        "train.experiment",
-        "train.runs_dir",
-        "train.threads",
-        "train.log_every",
-        "data.root",
-        "data.cache_dir",
-        "data.num_workers",
-        "data.decode_workers",
-        # provenance logged beside the config (an MLflow param); a baseline trained
-        # without the guidance file has none, and is still that config's baseline
-        "guidance.digest",
-    }
-)
 SHORT = {
     "loss.lambda_s": "λ_s",
     "loss.lambda_t": "λ_t",
@@ -60,10 +43,11 @@ SHORT = {
 
 def identity(config: dict[str, str]) -> dict[str, str]:
     """The part of a flattened config that decides a run's numbers, seed aside."""
+    name = config.get("data.name", "")
     return {
         k: v
         for k, v in config.items()
-        if k not in BOOKKEEPING and not k.startswith(BOOKKEEPING_PREFIXES)
+        if k not in BOOKKEEPING and not k.startswith(BOOKKEEPING_PREFIXES) and applies(k, name)
     }
 
 

@@ -111,6 +111,11 @@ class Writer(ABC):
     def logged_image_steps(self) -> set[tuple[str, int]]:
         return set()
 
+    def flush_images(self, step: int) -> None:  # noqa: B027  (optional)
+        """Send images logged for ``step`` that wait for that step's metrics (W&B logs
+        an epoch's images with its metrics); called for images of a step without any
+        (the attention before training, step 0)."""
+
     def reconnect(self) -> None:
         """Check that a backend that stopped answering answers again (raise
         :class:`TrackingError` if not) and restart what the outage stopped."""

@@ -73,6 +73,28 @@ def _as_tracking_error(method):
     return call
 
 
+def source_tags() -> dict[str, str]:
+    """The tags MLflow's UI shows as the run's Source and User: the git commit of the
+    rsexp checkout, the command (``rsexp train``), the user."""
+    import getpass
+    import sys
+
+    from rsexp.track.provenance import git_state
+
+    commit, _ = git_state(Path(__file__).resolve().parent)
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    name = f"rsexp {args[0]}" if prog in ("rsexp", "cli.py") and args else prog
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = str(os.getuid())
+    tags = {"mlflow.source.name": name, "mlflow.source.type": "LOCAL", "mlflow.user": user}
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
 class MlflowWriter(Writer):
     name = "mlflow"
 
@@ -130,7 +152,8 @@ class MlflowWriter(Writer):
                 self.client.get_run(self.run_id)  # raises if it is gone
                 self.client.update_run(self.run_id, status="RUNNING")
             else:
-                run = self.client.create_run(exp_id, run_name=info.name, tags=info.tags)
+                tags = {**source_tags(), **info.tags}
+                run = self.client.create_run(exp_id, run_name=info.name, tags=tags)
                 self.run_id = run.info.run_id
         except MlflowException as e:
             raise TrackingError(f"MLflow at {self.uri}: {e.message}") from e

@@ -1,5 +1,5 @@
-"""Attention overlays: a clip's frames with the CLS->patch attention as a heat map, the
-guidance cells outlined and the true / predicted labels written underneath."""
+"""Attention overlays: a clip's frames in a grid with the CLS->patch attention as a heat
+map, the guidance cells outlined, the true and predicted labels, and a colour bar."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ _CMAP = colormaps["inferno"]
 
 
 @functools.cache
-def _font() -> ImageFont.FreeTypeFont:
+def _font(size: int = 13) -> ImageFont.FreeTypeFont:
     """DejaVu Sans (shipped with matplotlib): PIL's default bitmap font draws class
     names outside ASCII (SSv2 templates, translated labels) as boxes."""
     from matplotlib import font_manager
 
-    return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 11)
+    return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+
+
+COLUMNS = 4  # frames per row: 8 frames are a 2 x 4 grid
 
 
 def render_overlay(
@@ -28,16 +31,21 @@ def render_overlay(
     true_label: str,
     pred_label: str,
     confidence: float,
-    cell_px: int = 16,
+    cell_px: int = 40,
     alpha: float = 0.55,
 ) -> np.ndarray:
-    """One strip image for one clip.
+    """One clip as a person reads it: its frames in a grid (4 to a row, each
+    ``g * cell_px`` pixels square: 160 at the default), the CLS->patch attention as a
+    heat map over each frame, the guidance cells outlined in green, the frame number
+    under each; above, the true label and the predicted one with the probability the
+    model gives it; below, the colour bar of the heat map.
 
     Args:
         frames: [T, H, W, 3] uint8.
         attn: [T, N] attention over the g x g guidance cells (N = g * g).
-        mask: [T, N] bool guidance cells (outlined in green).
-        true_label, pred_label, confidence: written under the strip.
+        mask: [T, N] bool guidance cells.
+        true_label, pred_label, confidence: the labels and the predicted class's
+            softmax probability.
         cell_px: rendered side of one guidance cell.
 
     Returns:
@@ -46,7 +54,20 @@ def render_overlay(
     T, N = attn.shape
     g = int(round(N**0.5))
     side = g * cell_px
-    tiles = []
+    cols = min(T, COLUMNS)
+    rows = -(-T // cols)
+    pad, label_h, head_h, bar_h = 6, 16, 26, 34
+    width = cols * side + (cols + 1) * pad
+    height = head_h + rows * (side + label_h + pad) + bar_h
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    ok = true_label == pred_label
+    draw.text(
+        (pad, 5),
+        f"true: {true_label}    predicted: {pred_label} (probability {confidence:.2f})",
+        fill=(0, 120, 0) if ok else (200, 0, 0),
+        font=_font(14),
+    )
     for t in range(T):
         frame = Image.fromarray(frames[t]).resize((side, side), Image.BILINEAR)
         a = attn[t].reshape(g, g)
@@ -54,27 +75,32 @@ def render_overlay(
         heat = (_CMAP(a)[..., :3] * 255).astype(np.uint8)
         heat = Image.fromarray(heat).resize((side, side), Image.NEAREST)
         tile = Image.blend(frame, heat, alpha)
-        draw = ImageDraw.Draw(tile)
+        tdraw = ImageDraw.Draw(tile)
         for n in np.flatnonzero(mask[t]):
             r, c = divmod(int(n), g)
-            draw.rectangle(
+            tdraw.rectangle(
                 [c * cell_px, r * cell_px, (c + 1) * cell_px - 1, (r + 1) * cell_px - 1],
                 outline=(0, 255, 0),
-                width=2,
+                width=3,
             )
-        tiles.append(tile)
-    gap, text_h = 2, 14
-    strip = Image.new("RGB", (T * side + (T - 1) * gap, side + text_h), (255, 255, 255))
-    for t, tile in enumerate(tiles):
-        strip.paste(tile, (t * (side + gap), 0))
-    ok = true_label == pred_label
-    ImageDraw.Draw(strip).text(
-        (2, side + 1),
-        f"true: {true_label}   pred: {pred_label} ({confidence:.2f})",
-        fill=(0, 120, 0) if ok else (200, 0, 0),
-        font=_font(),
+        r, c = divmod(t, cols)
+        x, y = pad + c * (side + pad), head_h + r * (side + label_h + pad)
+        img.paste(tile, (x, y))
+        draw.text((x, y + side + 1), f"frame {t + 1}/{T}", fill=(60, 60, 60), font=_font(12))
+    # the colour bar: attention per frame, from its lowest to its highest cell
+    y = height - bar_h + 4
+    bar_w = min(width - 2 * pad, 260)
+    ramp = (_CMAP(np.linspace(0, 1, bar_w))[:, :3] * 255).astype(np.uint8)
+    img.paste(Image.fromarray(np.repeat(ramp[None], 10, 0)), (pad, y))
+    draw.text((pad, y + 12), "low", fill=(60, 60, 60), font=_font(11))
+    draw.text((pad + bar_w - 26, y + 12), "high", fill=(60, 60, 60), font=_font(11))
+    draw.text(
+        (pad + bar_w + 12, y - 2),
+        "attention of the CLS token, scaled per frame;\ngreen: the guidance cells",
+        fill=(60, 60, 60),
+        font=_font(11),
     )
-    return np.asarray(strip)
+    return np.asarray(img)
 
 
 def pick_overlay_clips(val, n: int) -> list[int]:

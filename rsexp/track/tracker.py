@@ -256,6 +256,26 @@ class Tracker:
         for w in self.backends:
             self._call(w, "params", lambda w=w: w.log_params(params))
 
+    def has_images(self, step: int) -> bool:
+        """The run folder holds overlays of ``step`` already."""
+        return any(s == step for _, s in self.local.logged_image_steps())
+
+    def log_images(self, images: dict[str, tuple[np.ndarray, str]], step: int) -> None:
+        """Images of a step without metrics (the attention before training): the run
+        folder, then every backend."""
+        if not images:
+            return
+        for key, (img, caption) in images.items():
+            self.local.log_image(key, img, step, caption)
+
+        def send(w):
+            for key, (img, caption) in images.items():
+                w.log_image(safe_key(key), img, step, caption)
+            w.flush_images(step)
+
+        for w in self.backends:
+            self._call(w, f"images of step {step}", lambda w=w: send(w))
+
     def log_epoch(self, record: dict, images: dict[str, tuple[np.ndarray, str]]) -> None:
         """The epoch into the run folder now; to the backends in the background."""
         step = int(record["epoch"])

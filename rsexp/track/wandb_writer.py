@@ -27,6 +27,25 @@ def typed(value: str):
     return v if isinstance(v, (int, float, bool, list)) else value
 
 
+def nested(flat: dict) -> dict:
+    """``{"loss.tau": 1}`` -> ``{"loss": {"tau": 1}}``; a key that is both a value and a
+    section (``a`` and ``a.b``) keeps the value under ``a._value``."""
+    out: dict = {}
+    for key, value in flat.items():
+        *path, last = key.split(".")
+        node = out
+        for part in path:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                child = node[part] = {"_value": child}
+            node = child
+        if isinstance(node.get(last), dict):
+            node[last]["_value"] = value
+        else:
+            node[last] = value
+    return out
+
+
 def logged_in() -> bool:
     """True when an API key is at hand (env or ``wandb login``'s netrc entry); no network."""
     if os.environ.get("WANDB_API_KEY"):
@@ -114,7 +133,10 @@ class WandbWriter(Writer):
     def log_params(self, params: dict[str, str]) -> None:
         # with their types: W&B's parallel coordinates and importance panels treat a
         # string "0.15" as a category
-        self.run.config.update({k: typed(v) for k, v in params.items()}, allow_val_change=True)
+        # nested as the YAML is (loss: {lambda_s: ...}); W&B shows and filters them by
+        # their dotted names (loss.lambda_s), the names the dashboards use
+        self.run.config.update(nested({k: typed(v) for k, v in params.items()}),
+                               allow_val_change=True)  # fmt: skip
 
     @_as_tracking_error
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -130,8 +152,22 @@ class WandbWriter(Writer):
         self.images[key] = (step, wandb.Image(image, caption=caption or None))
 
     @_as_tracking_error
+    def flush_images(self, step: int) -> None:
+        images = {k: img for k, (s, img) in self.images.items() if s == step}
+        self.images = {k: v for k, v in self.images.items() if v[0] != step}
+        if images:
+            self.run.log({**images, "epoch": step})
+
+    @_as_tracking_error
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self.run.save(str(path), base_path=str(Path(path).parent), policy="now")
+        # a copy inside the run's files/: wandb.save of an outside file leaves an absolute
+        # symlink there, which breaks `wandb sync` of a moved or copied run folder
+        import shutil
+
+        dest = Path(self.run.dir) / (artifact_path or "") / Path(path).name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dest)
+        self.run.save(str(dest), base_path=self.run.dir, policy="now")
 
     @_as_tracking_error
     def finish(self, status: RunStatus, reason: str = "") -> None:
@@ -141,3 +177,23 @@ class WandbWriter(Writer):
             self.run.summary["error"] = reason[:4000]
         # W&B marks a run that exits non-zero as failed: only a failure is one
         self.run.finish(exit_code=1 if status is RunStatus.FAILED else 0)
+        if self.offline_dir is not None:
+            self_contained(self.offline_dir)
+
+
+def self_contained(folder: Path) -> None:
+    """Replace each absolute symlink under ``folder`` (wandb-core links its debug log
+    from ~/.cache) with a relative one where the target is inside ``folder``, else with
+    a copy of the file: the offline run folder syncs from wherever it is moved to."""
+    import shutil
+
+    folder = Path(folder)
+    for link in [p for p in folder.rglob("*") if p.is_symlink()]:
+        target = Path(os.readlink(link))
+        if not target.is_absolute():
+            continue
+        link.unlink()
+        if target.resolve().is_relative_to(folder.resolve()):
+            link.symlink_to(os.path.relpath(target.resolve(), link.parent.resolve()))
+        elif target.is_file():
+            shutil.copy2(target, link)
