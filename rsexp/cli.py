@@ -41,12 +41,96 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return out
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rsexp", description="Reasoning Supervision experiments")
-    sub = p.add_subparsers(dest="command", required=True)
+EXAMPLES = {
+    "train": """examples:
+  rsexp train --config sweeps/synthetic.yaml
+  rsexp train --config sweeps/synthetic.yaml train.epochs=2 data.synthetic.num_train=32
+  rsexp train --config sweeps/ucf50.yaml --until-epoch 5 loss.lambda_s=0.5""",
+    "resume": """examples:
+  rsexp resume runs/synthetic/20261202-091039-tsvit-rs-s0-6b56
+  rsexp resume 20261202-091039-tsvit-rs-s0-6b56 --epochs 60""",
+    "sweep": """examples:
+  rsexp sweep --config sweeps/synthetic.yaml --workers 2
+  rsexp sweep --config sweeps/ucf50.yaml --trials 40 --storage postgresql://u:p@db/rs
+  rsexp sweep --config sweeps/ucf50.yaml --storage postgresql://u:p@db/rs --trials-only""",
+    "paper": """examples:
+  rsexp paper --config sweeps/ucf50.yaml --models tsvit,vivit --seeds 3 --workers 2
+  rsexp paper --config sweeps/ucf50.yaml --models 'timesformer*' --checkpoint k400.pyth""",
+    "prepare": """examples:
+  rsexp prepare --config sweeps/ucf50.yaml
+  rsexp prepare --config sweeps/folder.yaml data.path=/data/my_videos""",
+    "guidance": """annotators (guidance.annotator=...):
+  openai  an OpenAI-compatible vision model names the key cells of each covered video's
+          sampled frames on a 4 x 4 grid (guidance.openai.*: model, base_url, batch for the
+          Batch API, max_usd a cost cap); the key comes from OPENAI_API_KEY only
+  oracle  the synthetic dataset's exact object cells (no API; guidance.noise.drop/add
+          degrade them for the guidance-quality study)
+  motion  the top guidance.motion_top_k cells by frame-difference energy (no API)
+  a plugin may register more (rsexp models lists them). Only the guidance.coverage
+  share of training videos is annotated; a rerun continues where it stopped.
 
-    t = sub.add_parser("train", help="train and evaluate one run")
-    t.add_argument("--config", "-c", default=None, help="YAML config (e.g. sweeps/synthetic.yaml)")
+examples:
+  rsexp guidance --config sweeps/ucf50.yaml --dry-run
+  rsexp guidance --config sweeps/ucf50.yaml guidance.openai.batch=true
+  rsexp guidance --config sweeps/synthetic.yaml guidance.annotator=oracle""",
+    "tables": """examples:
+  rsexp tables --source runs
+  rsexp tables --source sqlite:///runs/mlflow.db --dataset ucf50 --format tex""",
+    "figures": """examples:
+  rsexp figures --source runs --dataset synthetic
+  rsexp figures --study synthetic-tsvit --storage sqlite:///runs/synthetic/optuna.db""",
+    "models": """examples:
+  rsexp models""",
+    "config": """examples:
+  rsexp config --config sweeps/synthetic.yaml loss.tau=0.5""",
+}
+HIDDEN = ("sweep-worker",)  # started by rsexp sweep itself
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("rsexp")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rsexp",
+        description="Reasoning Supervision experiments: train, sweep and tabulate video "
+        "ViTs with spatial and temporal attention supervision",
+        epilog="rsexp <command> --help shows each command's options and examples",
+    )
+    p.add_argument("--version", action="version", version=f"rsexp {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str):
+        kw = {"help": help} if name not in HIDDEN else {}
+        return sub.add_parser(
+            name,
+            description=help,
+            epilog=EXAMPLES.get(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kw,
+        )
+
+    def config_args(c, example="sweeps/<dataset>.yaml", overrides=True):
+        c.add_argument("--config", "-c", default=None, help=f"YAML config (e.g. {example})")
+        if overrides:
+            c.add_argument(
+                "overrides",
+                nargs="*",
+                help="dotted key=value overrides after the options, e.g. loss.tau=0.5",
+            )
+
+    def verbose(c):
+        c.add_argument("--verbose", "-v", action="store_true",
+                       help="print the whole resolved config first")  # fmt: skip
+
+    t = command("train", "train and evaluate one run")
+    config_args(t, "sweeps/synthetic.yaml", overrides=False)
     t.add_argument("--run-dir", default=None, help="run folder (default runs/<experiment>/<id>)")
     t.add_argument(
         "--until-epoch",
@@ -54,10 +138,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="stop (checkpointed) after this epoch; continue with rsexp resume",
     )
-    t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. loss.tau=0.5")
     t.add_argument("--nproc", type=int, default=1, help=NPROC_HELP)
+    verbose(t)
+    t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. loss.tau=0.5")
 
-    r = sub.add_parser("resume", help="continue a run from its last checkpoint")
+    r = command("resume", "continue a run from its last checkpoint")
     r.add_argument("run", help="run folder or run id")
     r.add_argument(
         "--runs-dir",
@@ -73,7 +158,8 @@ def _parser() -> argparse.ArgumentParser:
         help="only where the run's files, data and trackers live (train.runs_dir, data.root, "
         "track.mlflow.tracking_uri, ...; train.epochs=N as --epochs N); any other is refused",
     )
-    r.add_argument("--until-epoch", type=int, default=None)
+    r.add_argument("--until-epoch", type=int, default=None,
+                   help="stop (checkpointed) after this epoch")  # fmt: skip
     r.add_argument("--epochs", type=int, default=None, help="extend the run to this many epochs")
     r.add_argument(
         "--accept-changed-inputs",
@@ -82,10 +168,12 @@ def _parser() -> argparse.ArgumentParser:
         "since the run started (recorded as a param of the run)",
     )
     r.add_argument("--nproc", type=int, default=1, help=NPROC_HELP)
+    verbose(r)
 
-    sw = sub.add_parser("sweep", help="Optuna sweep, then confirmation runs and tables")
-    sw.add_argument("--config", "-c", default=None, help="sweeps/<dataset>.yaml")
-    sw.add_argument("--trials", type=int, default=None, help="total trial budget")
+    sw = command("sweep", "Optuna sweep, then confirmation runs and tables")
+    config_args(sw, overrides=False)
+    sw.add_argument("--trials", type=int, default=None,
+                    help="total trial budget (default sweep.trials)")  # fmt: skip
     sw.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     sw.add_argument("--storage", default=None, help="Optuna RDB URL (default SQLite in runs/)")
     sw.add_argument("--study", default=None, help="study name (default <dataset>-<model>)")
@@ -100,43 +188,43 @@ def _parser() -> argparse.ArgumentParser:
         help="run trials, leave the confirmation runs and tables to the study's other "
         "machine (several machines, one study)",
     )
-    sw.add_argument("overrides", nargs="*")
+    verbose(sw)
+    sw.add_argument("overrides", nargs="*",
+                    help="dotted key=value overrides, e.g. sweep.epochs=10")  # fmt: skip
 
-    wk = sub.add_parser("sweep-worker", help=argparse.SUPPRESS)
-    wk.add_argument("--config", "-c", default=None)
-    wk.add_argument("--study", required=True)
-    wk.add_argument("--storage", required=True)
-    wk.add_argument("overrides", nargs="*")
+    wk = command("sweep-worker", "one worker of a sweep (started by rsexp sweep)")
+    config_args(wk)
+    wk.add_argument("--study", required=True, help="the study's name")
+    wk.add_argument("--storage", required=True, help="the study's storage URL")
 
-    pa = sub.add_parser("paper", help="train every Table 1 row of a dataset, write its block")
-    pa.add_argument("--config", "-c", default=None, help="sweeps/<dataset>.yaml")
+    pa = command("paper", "train every Table 1 row of a dataset, write its block")
+    config_args(pa, overrides=False)
     pa.add_argument(
         "--models",
         default="tsvit,vivit,timesformer,timesformer*",
         help="rows, comma-separated (timesformer* needs --checkpoint)",
     )
-    pa.add_argument("--seeds", type=int, default=3)
+    pa.add_argument("--seeds", type=int, default=3, help="seeds per row (0 .. N-1)")
     pa.add_argument("--checkpoint", default=None, help="local Kinetics-400 TimeSformer weights")
-    pa.add_argument("--workers", type=int, default=1)
-    pa.add_argument("overrides", nargs="*")
+    pa.add_argument("--workers", type=int, default=1, help="runs at once on this machine")
+    verbose(pa)
+    pa.add_argument("overrides", nargs="*",
+                    help="dotted key=value overrides, e.g. train.epochs=30")  # fmt: skip
 
-    pr = sub.add_parser(
-        "prepare", help="read a dataset's index and decode its clip cache (no training)"
-    )
-    pr.add_argument("--config", "-c", default=None, help="sweeps/<dataset>.yaml")
-    pr.add_argument("overrides", nargs="*")
+    pr = command("prepare", "read a dataset's index and decode its clip cache (no training)")
+    config_args(pr)
 
-    gu = sub.add_parser(
-        "guidance",
-        help="annotate the covered training videos' key regions (LLM, oracle or motion)",
+    gu = command(
+        "guidance", "annotate the covered training videos' key regions (LLM, oracle or motion)"
     )
-    gu.add_argument("--config", "-c", default=None, help="sweeps/<dataset>.yaml")
+    gu.add_argument("--config", "-c", default=None, help="YAML config (e.g. sweeps/ucf50.yaml)")
     gu.add_argument(
         "--dry-run", action="store_true", help="count requests, estimate cost; send nothing"
     )
-    gu.add_argument("overrides", nargs="*")
+    gu.add_argument("overrides", nargs="*",
+                    help="dotted key=value overrides, e.g. guidance.annotator=motion")  # fmt: skip
 
-    tb = sub.add_parser("tables", help="paper-style tables from finished, tracked runs")
+    tb = command("tables", "paper-style tables from finished, tracked runs")
     tb.add_argument(
         "--source",
         default="runs",
@@ -146,25 +234,36 @@ def _parser() -> argparse.ArgumentParser:
     tb.add_argument(
         "--stage", default=None, help="only runs of this stage (confirm, paper, train)"
     )
-    tb.add_argument("--format", default="all", choices=["all", "md", "tex", "csv"])
+    tb.add_argument("--format", default="all", choices=["all", "md", "tex", "csv"],
+                    help="which files to write (default all three)")  # fmt: skip
     tb.add_argument("--out", default=None, help="folder (default: <source>/tables or runs/tables)")
     tb.add_argument("--study", default=None, help="also tabulate this Optuna study")
     tb.add_argument("--storage", default=None, help="the study's storage URL")
 
-    fg = sub.add_parser("figures", help="Fig. 5 across runs, and a sweep's study plots")
+    fg = command("figures", "Fig. 5 across runs, and a sweep's study plots")
     fg.add_argument("--source", default="runs", help="a runs folder, or an MLflow URI")
-    fg.add_argument("--dataset", default=None)
-    fg.add_argument("--stage", default=None)
+    fg.add_argument("--dataset", default=None, help="only this dataset")
+    fg.add_argument("--stage", default=None, help="only runs of this stage")
     fg.add_argument("--out", default=None, help="folder (default: <source>/figures)")
     fg.add_argument("--study", default=None, help="also plot this Optuna study")
     fg.add_argument("--storage", default=None, help="the study's storage URL")
 
-    sub.add_parser("models", help="list the registered models and datasets")
+    command("models", "list the registered models, datasets, annotators and trackers")
 
-    c = sub.add_parser("config", help="print the resolved config")
-    c.add_argument("--config", "-c", default=None)
-    c.add_argument("overrides", nargs="*")
+    c = command("config", "print the resolved config")
+    config_args(c, "sweeps/synthetic.yaml")
+    # internal commands stay callable, unlisted (argparse would print ==SUPPRESS==)
+    sub._choices_actions = [a for a in sub._choices_actions if a.dest not in HIDDEN]
     return p
+
+
+def _print_config(console: Console, cfg) -> None:
+    import yaml
+
+    from rsexp.config import to_dict
+
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    console.print(text, end="", markup=False, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             from rsexp.experiment import train
 
             cfg = load_config(args.config, args.overrides)
+            if args.verbose:
+                _print_config(console, cfg)
             train(cfg, run_dir=args.run_dir, until_epoch=args.until_epoch, console=console)
         elif args.command == "resume":
             from rsexp.experiment import resume
@@ -192,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
             runs_dir = args.runs_dir
             if runs_dir is None:
                 runs_dir = load_config(args.config, args.overrides).train.runs_dir
+            if args.verbose:
+                from rsexp.experiment.rundir import RunDir
+
+                _print_config(console, RunDir.find(args.run, runs_dir).config())
             resume(
                 args.run,
                 until_epoch=args.until_epoch,
@@ -206,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
 
             trials = [f"sweep.trials={args.trials}"] if args.trials is not None else []
             cfg = load_config(args.config, [*args.overrides, *trials])
+            if args.verbose:
+                _print_config(console, cfg)
             try:
                 sweep(
                     cfg,
@@ -222,8 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "paper":
             from rsexp.grid.paper import paper
 
+            cfg = load_config(args.config, args.overrides)
+            if args.verbose:
+                _print_config(console, cfg)
             paper(
-                load_config(args.config, args.overrides),
+                cfg,
                 models=[m for m in args.models.split(",") if m],
                 seeds=args.seeds,
                 checkpoint=args.checkpoint,
@@ -272,13 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print("annotators: " + ", ".join(ANNOTATORS.names()), markup=False)
             console.print("trackers:   " + listed(TRACKERS), markup=False)
         elif args.command == "config":
-            import yaml
-
-            from rsexp.config import to_dict
-
-            cfg = load_config(args.config, args.overrides)
-            text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-            console.print(text, end="", markup=False, highlight=False)
+            _print_config(console, load_config(args.config, args.overrides))
     except USER_ERRORS as e:
         err.print("[red]error:[/]", escape(str(e)))
         return 2

@@ -322,6 +322,11 @@ def load_yaml(path: str | Path) -> dict:
     try:
         _check_duplicates(yaml.compose(text, Loader=yaml.SafeLoader), "", path)
         data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:  # where, then what: an editor's "file:line:col"
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = " ".join(x for x in (e.context, e.problem) if x)
+        raise ConfigError(f"{path}: {where}invalid YAML: {what}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from e
     if data is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -15,9 +14,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.syntax import Syntax
 
-from rsexp.config import Config, to_dict
+from rsexp.config import Config
 
 
 def progress_columns() -> tuple:
@@ -52,7 +50,9 @@ class Reporter:
     def header(self, cfg: Config, run_dir: Path, resumed: bool) -> None:
         c = self.console
         c.rule(f"[bold]rsexp {'resume' if resumed else 'train'}[/] {escape(str(run_dir))}")
-        c.print(Syntax(yaml.safe_dump(to_dict(cfg), sort_keys=False), "yaml"))
+        # the whole config is one file away (the CLI's --verbose prints it first), so
+        # that notices such as W&B's offline line stay on screen
+        c.print(f"config: {escape(str(Path(run_dir) / 'config.yaml'))}")
 
     def setup(self, cfg: Config, run, tracker_ids: dict[str, str]) -> None:
         """Model, data and guidance in one line; where the run is tracked."""
