@@ -188,6 +188,8 @@ def test_wandb_workspace_spec_names_only_keys_a_real_run_records(tiny, tmp_path,
     renamed metric fails here, not in the dashboard."""
     import importlib.util
 
+    from wandb_records import config_updates, finished
+
     from rsexp.config import load_config
     from rsexp.experiment import train
 
@@ -217,7 +219,7 @@ def test_wandb_workspace_spec_names_only_keys_a_real_run_records(tiny, tmp_path,
     overlays = {f"overlay/{p.name}" for p in (run / "overlays").iterdir()}
     (offline,) = (run / "wandb").glob("offline-run-*")
     (history,) = offline.glob("run-*.wandb")
-    raw = history.read_bytes()
+    raw = finished(history)
     keys = spec["keys"]
     assert set(keys["metrics"]) <= metrics, set(keys["metrics"]) - metrics
     assert set(keys["config"]) <= params, set(keys["config"]) - params
@@ -225,7 +227,6 @@ def test_wandb_workspace_spec_names_only_keys_a_real_run_records(tiny, tmp_path,
     for k in [*keys["metrics"], *keys["media"]]:
         assert k.encode() in raw, k  # and W&B received it under that name
     # the config is nested as the YAML is; W&B names loss: {lambda_s} loss.lambda_s
-    from wandb_records import config_updates
 
     config = dict(config_updates(history))
     for k in keys["config"]:

@@ -164,9 +164,28 @@ def test_overlay_draws_non_ascii_class_names():
     a = render_overlay(frames, attn, mask, "Überschlag", "Ölwechsel", 0.5)
     b = render_overlay(frames, attn, mask, "Uberschlag", "Olwechsel", 0.5)
     assert a.shape == b.shape and not np.array_equal(a, b)
-    # the umlauts are drawn as letters: the text band differs only around them
-    band = np.abs(a[-14:].astype(int) - b[-14:].astype(int)).sum(axis=(0, 2))
-    assert 0 < np.count_nonzero(band) < a.shape[1] // 2
+    # the umlauts are drawn as letters: the labels' line (the header) differs only
+    # around them, and nothing else in the image differs
+    diff = np.abs(a.astype(int) - b.astype(int)).sum(axis=2)
+    rows = np.flatnonzero(diff.sum(axis=1))
+    assert rows.max() < 26  # the header band
+    assert 0 < np.count_nonzero(diff.sum(axis=0)) < a.shape[1] // 2
+
+
+def test_an_overlay_is_a_grid_of_readable_frames():
+    """8 frames: 2 rows of 4 tiles of 160 px (the 4 x 4 guidance cells at 40 px), the
+    guided cells outlined in pure green in their own frame only."""
+    frames = np.full((8, 16, 16, 3), 128, np.uint8)
+    attn = np.full((8, 16), 1 / 16)
+    mask = np.zeros((8, 16), bool)
+    mask[5, 0] = True  # frame 6, top-left cell
+    img = render_overlay(frames, attn, mask, "a", "a", 0.9)
+    assert img.shape[1] >= 4 * 160 and img.shape[0] >= 2 * 160
+    green = (img[..., 0] == 0) & (img[..., 1] == 255) & (img[..., 2] == 0)
+    rows, cols = np.nonzero(green)
+    # frame 6 is row 2, column 2: its tile starts at x = 6 + 166, y = 26 + 182
+    assert (cols.min(), rows.min()) == (172, 208)
+    assert (cols.max(), rows.max()) == (172 + 39, 208 + 39)
 
 
 def test_num_workers_above_the_cores_is_capped_without_warnings(tiny, recwarn):

@@ -146,7 +146,10 @@ def test_a_tracking_server_outage_never_stops_training_nor_loses_an_epoch(tmp_pa
     cmd.proc.send_signal(signal.SIGCONT)
     text = cmd.finish()
     assert text.count("mlflow unreachable") == 1 and "mlflow is back" in text, text
-    assert text.index("mlflow is back") < text.index("epoch 16/16"), "back after training"
+    # back while the run is live: the epochs' mirror (a background thread, which may
+    # trail the last epochs on a busy machine) found it, not the end-of-run retry
+    assert text.index("mlflow is back") < text.index("done:"), "back after the run"
+    assert "still unreachable" not in text
     epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [*range(1, 17)]
     steps, status = held_epochs(server.uri, run)

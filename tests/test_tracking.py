@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from wandb_records import config_updates
+from wandb_records import config_updates, finished
 
 from rsexp.config import load_config
 from rsexp.experiment import resume, train
@@ -203,7 +203,7 @@ def test_wandb_offline_run_folder(tiny, monkeypatch, capsys):
     assert "wandb sync" in capsys.readouterr().out  # the offline notice says how to upload
     (offline,) = (result.run_dir / "wandb").glob("offline-run-*")
     (history,) = offline.glob("run-*.wandb")
-    raw = history.read_bytes()
+    raw = finished(history)
     for key in ("val/top1", "loss/spatial", "loss/temporal", "overlay/val_"):
         assert key.encode() in raw, key
     media = list((offline / "files" / "media" / "images").rglob("*.png"))

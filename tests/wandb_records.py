@@ -81,3 +81,22 @@ def history_steps(path: str | Path, key: str) -> list:
                 if _key(item) == key:
                     out.append(json.loads(item.value_json))
     return out
+
+
+def finished(path: str | Path, timeout: float = 60.0) -> bytes:
+    """The run file's bytes once it holds the run's exit record: wandb's own service
+    process writes the file, and under load may still be writing when ``finish()``
+    returns."""
+    import time
+
+    from google.protobuf.message import DecodeError
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if any(r.WhichOneof("record_type") == "exit" for r in records(path)):
+                break
+        except (AssertionError, DecodeError):  # no header yet, or a record half-written
+            pass
+        time.sleep(0.2)
+    return Path(path).read_bytes()

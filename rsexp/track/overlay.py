@@ -57,17 +57,14 @@ def render_overlay(
     cols = min(T, COLUMNS)
     rows = -(-T // cols)
     pad, label_h, head_h, bar_h = 6, 16, 26, 34
-    width = cols * side + (cols + 1) * pad
+    header = f"true: {true_label}    predicted: {pred_label} (probability {confidence:.2f})"
+    # wide enough for the labels and the colour bar's legend on a clip of few frames
+    width = max(cols * side + (cols + 1) * pad, int(_font(14).getlength(header)) + 2 * pad, 560)
     height = head_h + rows * (side + label_h + pad) + bar_h
     img = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(img)
     ok = true_label == pred_label
-    draw.text(
-        (pad, 5),
-        f"true: {true_label}    predicted: {pred_label} (probability {confidence:.2f})",
-        fill=(0, 120, 0) if ok else (200, 0, 0),
-        font=_font(14),
-    )
+    draw.text((pad, 5), header, fill=(0, 120, 0) if ok else (200, 0, 0), font=_font(14))
     for t in range(T):
         frame = Image.fromarray(frames[t]).resize((side, side), Image.BILINEAR)
         a = attn[t].reshape(g, g)
