@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from wandb_records import config_updates, summary
+from wandb_records import config_updates, finished, summary
 
 from rsexp.config import TrackConfig
 from rsexp.track import (
@@ -78,6 +78,8 @@ def held_params(name: str, w, tmp_path) -> list[tuple[str, str]]:
     if name == "mlflow":
         return sorted(w.client.get_run(w.run_id).data.params.items())
     files = sorted((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
+    for f in files:  # wandb's service may still be writing the file after finish()
+        finished(f)
     return [(k, str(v)) for f in files for k, v in config_updates(f)]
 
 
