@@ -21,6 +21,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from rsexp.track.mlflow_writer import image_step
+
 BIN = Path(sys.executable).parent
 
 
@@ -136,9 +138,9 @@ def latest_overlay(base: str, experiment_id: str) -> tuple[str, str] | None:
         files = _api(base, "artifacts/list", query=query).get("files", [])
         steps = []
         for f in files:
-            parts = f["path"].rsplit("/", 1)[-1].split("+")
-            if f["path"].endswith(".png") and parts[0].startswith("overlay~val_"):
-                steps.append((parts[0], -int(parts[2]), f["path"]))
+            found = image_step(f["path"])
+            if found is not None and found[0].startswith("overlay/val_"):
+                steps.append((found[0], -found[1], f["path"]))
         if steps:  # the first clip, its last step
             return run_id, min(steps)[2]
     return None

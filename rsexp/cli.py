@@ -217,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     gu = command(
         "guidance", "annotate the covered training videos' key regions (LLM, oracle or motion)"
     )
-    gu.add_argument("--config", "-c", default=None, help="YAML config (e.g. sweeps/ucf50.yaml)")
+    config_args(gu, "sweeps/ucf50.yaml", overrides=False)
     gu.add_argument(
         "--dry-run", action="store_true", help="count requests, estimate cost; send nothing"
     )

@@ -319,7 +319,7 @@ class OverlayConfig:
     num_clips: int = 4  # fixed validation clips rendered every `every` epochs; 0 = off
     every: int = 1
     # rendered side of one guidance cell, in pixels: a 4 x 4 grid makes frames of 160 px,
-    # shown 4 to a row (an 8-frame clip is a 2 x 4 grid, 670 x 436 px)
+    # shown 4 to a row (an 8-frame clip is a 2 x 4 grid, 670 x 424 px)
     cell_px: int = 40
 
     def __post_init__(self):

@@ -32,9 +32,11 @@ _DATASET_SECTIONS = ("data.synthetic.",)
 
 def applies(key: str, data_name: str) -> bool:
     """``key`` belongs to the run's dataset, or to no dataset in particular."""
-    if key.startswith(_DATASET_SECTIONS) or key.startswith("data.sections."):
-        section = key.split(".")[2 if key.startswith("data.sections.") else 1]
-        return section == data_name
+    parts = key.split(".")
+    if key.startswith("data.sections."):
+        return parts[2] == data_name
+    if key.startswith(_DATASET_SECTIONS):
+        return parts[1] == data_name
     return True
 
 

@@ -301,8 +301,6 @@ class Trainer:
         oc = self.cfg.track.overlays
         if not self.overlay_clips or epoch % oc.every and epoch != self.cfg.train.epochs:
             return {}
-        if epoch == 0 and self.tracker.has_images(0):  # a run started again from nothing
-            return {}
         val = self.overlay_set
         batch = {
             k: torch.stack([val[i][k] for i in self.overlay_clips])
@@ -372,9 +370,11 @@ class Trainer:
         the last epoch trained."""
         cfg = self.cfg
         last_epoch = min(cfg.train.epochs, until_epoch or cfg.train.epochs)
-        if self.start_epoch == 0 and self.partial is None and self.dist.is_main:
-            # the attention before training, as step 0: a tracker's image view opens
-            # on step 0, and the slider then shows the attention from where it starts
+        fresh = self.start_epoch == 0 and self.partial is None
+        if fresh and self.dist.is_main and not self.tracker.has_images(0):
+            # the attention before training, as step 0 (once: not again for a run started
+            # again from nothing): a tracker's image view opens on step 0, and the slider
+            # then shows the attention from where it starts
             self.tracker.log_images(self.render_overlays(0), 0)
         with self.reporter.progress() as progress:
             for epoch in range(self.start_epoch + 1, last_epoch + 1):

@@ -47,7 +47,7 @@ class Reporter:
     def progress(self) -> Progress:
         return progress_bar(self.console)
 
-    def header(self, cfg: Config, run_dir: Path, resumed: bool) -> None:
+    def header(self, run_dir: Path, resumed: bool) -> None:
         c = self.console
         c.rule(f"[bold]rsexp {'resume' if resumed else 'train'}[/] {escape(str(run_dir))}")
         # the whole config is one file away (the CLI's --verbose prints it first), so

@@ -148,7 +148,7 @@ def _setup(
     if state is not None:
         trainer.load_state(state)
     outcome.trainer = trainer
-    reporter.header(cfg, rd.path, resumed)
+    reporter.header(rd.path, resumed)
     reporter.setup(cfg, parts, tracker.run_ids)
     if changed:
         reporter.console.print(f"[yellow]inputs changed[/], continuing on them: {changed}")

@@ -73,6 +73,15 @@ def _as_tracking_error(method):
     return call
 
 
+def image_step(path: str) -> tuple[str, int] | None:
+    """(key, step) of a step-indexed image MLflow 3 stored at ``path``
+    (``images/<key with / as ~>+step+<n>+timestamp+...png``); None for other files."""
+    parts = Path(path).name.split("+")
+    if path.endswith(".png") and len(parts) > 3 and parts[1] == "step":
+        return parts[0].replace("~", "/"), int(parts[2])
+    return None
+
+
 def source_tags() -> dict[str, str]:
     """The tags MLflow's UI shows as the run's Source and User: the git commit of the
     rsexp checkout, the command (``rsexp train``), the user."""
@@ -185,12 +194,8 @@ class MlflowWriter(Writer):
 
         MLflow 3 stores them as ``images/<key with / as ~>+step+<n>+timestamp+...png``.
         """
-        out = set()
-        for f in self.client.list_artifacts(self.run_id, "images"):
-            parts = Path(f.path).name.split("+")
-            if f.path.endswith(".png") and len(parts) > 3 and parts[1] == "step":
-                out.add((parts[0].replace("~", "/"), int(parts[2])))
-        return out
+        files = self.client.list_artifacts(self.run_id, "images")
+        return {found for f in files if (found := image_step(f.path)) is not None}
 
     @_as_tracking_error
     def log_params(self, params: dict[str, str]) -> None:

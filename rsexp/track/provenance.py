@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import platform
 import subprocess
@@ -11,8 +12,11 @@ from pathlib import Path
 from rsexp.config.redact import REDACTED, redact, redact_text, secret_values  # noqa: F401
 
 
+@functools.cache
 def git_state(path: str | Path = ".") -> tuple[str, bool]:
-    """(commit, dirty) of the repository at ``path``; ("unknown", False) outside git."""
+    """(commit, dirty) of the repository at ``path``; ("unknown", False) outside git.
+    Read once per process (the params and MLflow's Source tag ask for it): the code a
+    process runs is the code it imported, whatever the checkout says later."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"],
