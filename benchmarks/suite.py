@@ -15,6 +15,10 @@ Sections (``--only`` / ``--skip`` take comma-separated names):
   synthetic default and on a ViT-B TimeSformer (a few steps)
 - ``pipeline``: DataLoader wait as a share of the training pass on the clip cache of
   generated 320x240 UCF-like AVIs, default workers, once warm (target < 5 %)
+- ``hf_tap``: Hugging Face TimeSformer / ViViT / VideoMAE (ViT-S width, 4 layers, 8
+  frames of 64 px, batch 4): forward + backward with ``attention_tap`` and the spatial
+  loss on its attention vs the bare model's CE step (target <= 1.05x), and with the two
+  segment views as well (reported)
 - ``sweep``: the default ``make sweep`` with the median pruner vs none (wall time, best
   value; about 13 min on 2 cores)
 
@@ -43,7 +47,7 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC = str(ROOT / "sweeps" / "synthetic.yaml")
-SECTIONS = ("cli", "losses", "rs_cost", "overhead", "pipeline", "sweep")
+SECTIONS = ("cli", "losses", "rs_cost", "overhead", "pipeline", "hf_tap", "sweep")
 
 
 def machine() -> str:
@@ -221,6 +225,68 @@ def _segment_views(device) -> dict:
         sys.stdout = stdout
     r = json.loads(buf.getvalue().strip().splitlines()[-1])
     return {k: r[k] for k in ("narrative_only_s", "segment_views_s", "ratio")}
+
+
+# -- hf_tap
+def _hf_net(kind: str, frames: int, size: int):
+    import transformers as tf
+
+    common = dict(
+        image_size=size, num_frames=frames, hidden_size=384, num_hidden_layers=4,
+        num_attention_heads=6, intermediate_size=1536, num_labels=50,
+    )  # fmt: skip
+    if kind == "timesformer":
+        return tf.TimesformerForVideoClassification(tf.TimesformerConfig(patch_size=16, **common))
+    if kind == "vivit":
+        cfg = tf.VivitConfig(tubelet_size=[2, 16, 16], attn_implementation="sdpa", **common)
+        return tf.VivitForVideoClassification(cfg)
+    cfg = tf.VideoMAEConfig(patch_size=16, tubelet_size=2, attn_implementation="sdpa", **common)
+    return tf.VideoMAEForVideoClassification(cfg)
+
+
+def bench_hf_tap(args) -> dict:
+    import rsexp
+    from rsexp.adapters.hf import HFVideoModel
+    from rsexp.core.settings import SegmentsConfig
+
+    B, T, S = 4, 8, 64
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    x = torch.randn(B, T, 3, S, S, device=device)
+    labels = torch.randint(0, 50, (B,), device=device)
+    masks = torch.rand(B, T, 16, device=device) > 0.7
+    spatial = rsexp.ReasoningSupervision(lambda_s=1.0, lambda_t=0.0)
+    both = rsexp.ReasoningSupervision(lambda_s=1.0, lambda_t=0.5)
+    out = {}
+    for kind in ("timesformer", "vivit", "videomae"):
+        torch.manual_seed(0)
+        net = _hf_net(kind, T, S).to(device).train()
+        wrapped = HFVideoModel(net, attn_layer=-1, guidance_grid=4, segments=SegmentsConfig())
+
+        def bare(net=net):
+            F.cross_entropy(net(pixel_values=x).logits, labels).backward()
+
+        tap = rsexp.attention_tap(net)
+
+        def tapped(net=net, tap=tap):
+            logits = net(pixel_values=x).logits
+            spatial(logits, labels, tap.attn, masks)["loss"].backward()
+
+        t = alternate({"bare": bare, "tap": tapped}, args.repeats)
+        tap.close()
+
+        def views(wrapped=wrapped):
+            o = wrapped(x)
+            both(o.logits, labels, wrapped.tap.attn, masks, o.level_logits)["loss"].backward()
+
+        tv = timed(views, max(3, args.repeats // 3))
+        out[f"{kind} (B{B} T{T} {S}px, 4x384)"] = {
+            "bare_ms": round(1e3 * t["bare"], 1),
+            "tap_ms": round(1e3 * t["tap"], 1),
+            "ratio": round(t["tap"] / t["bare"], 3),
+            "with_views_ratio": round(tv / t["bare"], 2),
+            "target": "<= 1.05x",
+        }
+    return out
 
 
 # -- overhead

@@ -12,10 +12,35 @@ B, T, C, S = 2, 6, 5, 16  # ViViT: 3 tubelets, enough for disjoint segments
 SMALL = dict(embed_dim=16, depth=2, temporal_depth=1, num_heads=2, mlp_ratio=2.0)
 
 
+def small(name: str, **over) -> ModelConfig:
+    """A small registered model's settings: its spec's example where it has one (a model
+    read from files writes a tiny one), else rsexp's small sizes."""
+    from rsexp.config import Config, with_values
+    from rsexp.core.registry import model_spec
+
+    spec = model_spec(name) if name in list_models() else None
+    values = {**SMALL, **over}
+    if spec is not None and spec.example is not None:
+        values = {**over, **spec.example(_examples(name))}
+    return with_values(Config(), {"model.name": name, **_model_keys(values)}).model
+
+
+def _model_keys(values: dict) -> dict:
+    return {f"model.{k}": v for k, v in values.items()}
+
+
+def _examples(name: str):
+    import tempfile
+    from pathlib import Path
+
+    return Path(tempfile.mkdtemp(prefix=f"rsexp-example-{name}-"))
+
+
 def make(name: str, img_size: int = S, **over):
     """A small registered model on [B, T, 3, S, S] clips of C classes."""
-    cfg = ModelConfig(name=name, **{**SMALL, **over})
-    return create_model(cfg, num_classes=C, num_frames=T, img_size=img_size, guidance_grid=4)
+    return create_model(
+        small(name, **over), num_classes=C, num_frames=T, img_size=img_size, guidance_grid=4
+    )
 
 
 def test_registry_lists_all_models_and_rejects_unknown():
@@ -131,7 +156,7 @@ def test_each_level_sees_only_its_segment(name, split):
 
     torch.manual_seed(0)
     T10 = 12  # the released split: ratios of 12 frames; ViViT's 6 tubelets
-    cfg = ModelConfig(name=name, **SMALL)
+    cfg = small(name)
     model = create_model(
         cfg,
         num_classes=C,
@@ -167,7 +192,8 @@ def test_every_registered_model_carries_its_facts(name):
 
     spec = model_spec(name)
     assert spec.name == name and spec.label and spec.origin == "rsexp"
+    example = spec.example(_examples(name)) if spec.example else {}
     for size, frame in ((spec.paper_size, 224), (spec.small_size, 32)):
         cfg = with_values(Config(), {"model.name": name, "data.frame_size": frame,
-                                     **{f"model.{k}": v for k, v in size.items()}})  # fmt: skip
+                                     **_model_keys({**size, **example})})  # fmt: skip
         check_model(cfg)

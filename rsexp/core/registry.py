@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from torch import nn
@@ -82,6 +83,10 @@ class ModelSpec:
     small_size: dict = field(default_factory=dict)
     pretrained: bool = False  # loads model.pretrained weights
     origin: str = "rsexp"  # who registered it (a plugin's package)
+    # ``example(folder) -> {model key: value}``: the settings of a small working instance,
+    # for the contract tests in tests/test_models.py (a model read from files writes a
+    # tiny one into ``folder``); None: the registered defaults build one.
+    example: Callable[[Path], dict] | None = None
 
 
 MODELS: Registry[ModelSpec] = Registry("model", "model.name")
@@ -95,9 +100,11 @@ def register_model(
     paper_size: dict | None = None,
     small_size: dict | None = None,
     pretrained: bool = False,
+    example: Callable[[Path], dict] | None = None,
 ):
     """Register a model builder (``@register_model`` or ``@register_model(label=...)``);
-    its name is the function's unless given."""
+    its name is the function's unless given. The keywords are :class:`ModelSpec`'s
+    facts."""
 
     def add(f: Callable[..., nn.Module]):
         key = name or f.__name__
@@ -111,6 +118,7 @@ def register_model(
                 dict(small_size or {}),
                 pretrained,
                 f.__module__.split(".")[0],
+                example,
             ),  # fmt: skip
         )
         return f

@@ -27,6 +27,21 @@ def check_finite(key: str, *values: float) -> None:
 
 
 @dataclass(frozen=True)
+class HfConfig:
+    """``model.name=hf``: a Hugging Face transformers video classifier (TimeSformer,
+    ViViT or VideoMAE), its head re-initialised for the dataset's classes."""
+
+    # A folder written by ``save_pretrained`` (loaded with local_files_only), or a hub
+    # id where the machine is online.
+    path: str = ""
+    # "sdpa" keeps fused attention in every layer but the tapped one (TimeSformer is
+    # eager-only in transformers and runs eager whatever this says).
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    # Activation checkpointing of every layer (less memory, one more forward).
+    gradient_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Backbone settings. The model's name picks a registered builder
     (:mod:`rsexp.core.models`); ``0`` means "the model's own choice" where a model has
@@ -52,6 +67,7 @@ class ModelConfig:
     attn_to_grid: Literal["area", "pad_truncate"] = "area"
     # Local file with ImageNet ViT-B/16 or K400 TimeSformer weights ("" = random init).
     pretrained: str = ""
+    hf: HfConfig = field(default_factory=HfConfig)
 
     def __post_init__(self):
         check(self.embed_dim % self.num_heads == 0, "model.embed_dim", "must divide by num_heads")

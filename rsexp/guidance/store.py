@@ -280,3 +280,56 @@ def select_covered(video_ids, coverage: float, seed: int = 0) -> set[str]:
     keep = round(coverage * len(ids))
     ranked = sorted(ids, key=lambda v: hashlib.sha1(f"{seed}:{v}".encode()).hexdigest())
     return set(ranked[:keep])
+
+
+def guidance_masks(
+    store: GuidanceStore,
+    video_ids,
+    frame_indices,
+    grid: int | None = None,
+    *,
+    lengths=None,
+    fps=None,
+    max_frame_gap: int = 0,
+    strict: bool = False,
+):
+    """Guidance masks of a batch of clips, for :class:`~rsexp.ReasoningSupervision`.
+
+    Args:
+        store: the guidance (``GuidanceStore.load(path, grid, frame_keys)``).
+        video_ids: B video ids, as the store names them.
+        frame_indices: [B, T] (or one list of T for every clip) video frame numbers
+            each clip sampled.
+        grid: the g of the g x g masks (must be the store's; None: the store's).
+        lengths: B frame counts of the videos (needed by ``frame_keys=position``).
+        fps: B frame rates (needed by ``frame_keys=fps:<r>``).
+        max_frame_gap: a sampled frame takes the nearest annotated frame at most this
+            many frames away.
+        strict: a video the store does not hold is an error (default: it has no
+            guidance, as the videos a ``guidance.coverage`` below 1 leaves out).
+
+    Returns:
+        [B, T, g * g] bool tensor; a frame without guidance is all False (the loss skips
+        it).
+
+    Raises:
+        KeyError: with ``strict``, naming the videos the store does not hold.
+        ValueError: a grid other than the store's.
+    """
+    import torch
+
+    if grid is not None and grid != store.grid:
+        raise ValueError(f"guidance_masks: grid {grid}, but {store.source} is on {store.grid}")
+    video_ids = list(video_ids)
+    frames = np.asarray(frame_indices)
+    if frames.ndim == 1:
+        frames = np.broadcast_to(frames, (len(video_ids), frames.shape[0]))
+    missing = [v for v in video_ids if v not in store]
+    if missing and strict:
+        raise KeyError(f"{store.source}: no guidance for videos {', '.join(map(repr, missing))}")
+    out = []
+    for i, vid in enumerate(video_ids):
+        length = int(lengths[i]) if lengths is not None else 0
+        rate = float(fps[i]) if fps is not None else 0.0
+        out.append(store.clip_mask(vid, frames[i].tolist(), max_frame_gap, length, rate)[0])
+    return torch.from_numpy(np.stack(out))

@@ -1,0 +1,302 @@
+"""The public API (rsexp/__init__.py) and Hugging Face / timm models under RS.
+
+Parity: ``attention_tap`` against each family's explicit attention (``output_attentions``
+under eager; a timm ViT's own softmax), under SDPA too; segment views that do not move
+when frames outside them change; ``model.name=hf`` logits equal to the wrapped model's;
+``ReasoningSupervision`` equal to rsexp's own step; the CLI training each family with
+``loss/spatial`` falling, a 2-trial sweep, and the plain-PyTorch example.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers as tf
+
+import rsexp
+from rsexp.adapters.hf import HFVideoModel
+from rsexp.core.hf_video import hf_view_logits
+from rsexp.core.settings import HfConfig, LossConfig, ModelConfig
+from rsexp.core.step import rs_losses
+
+ROOT = Path(__file__).resolve().parent.parent
+B, T, S = 2, 8, 16
+
+
+def hf_model(kind: str, impl: str = "eager", frames: int = T, labels: int = 5):
+    common = dict(
+        image_size=S, num_frames=frames, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=64, num_labels=labels,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    if kind == "timesformer":
+        return tf.TimesformerForVideoClassification(tf.TimesformerConfig(patch_size=4, **common))
+    if kind == "vivit":
+        cfg = tf.VivitConfig(tubelet_size=[2, 4, 4], attn_implementation=impl, **common)
+        return tf.VivitForVideoClassification(cfg)
+    cfg = tf.VideoMAEConfig(patch_size=4, tubelet_size=2, attn_implementation=impl, **common)
+    return tf.VideoMAEForVideoClassification(cfg)
+
+
+FAMILIES = ["timesformer", "vivit", "videomae"]
+
+
+def reference_attn(kind: str, attentions, batch: int) -> torch.Tensor:
+    """The tap's documented meaning, from the full maps of ``output_attentions``."""
+    a = attentions[-1]
+    if kind == "timesformer":  # [B*T, H, 1+K, 1+K]: the CLS row per frame
+        return a[:, :, 0, 1:].mean(1).reshape(batch, T, -1)
+    row = a[:, :, 0, 1:].mean(1) if kind == "vivit" else a.mean(dim=(1, 2))  # [B, T'K]
+    slots = row.reshape(batch, T // 2, -1)
+    return (slots / slots.sum(-1, keepdim=True)).repeat_interleave(2, dim=1)
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_attention_tap_equals_output_attentions(kind):
+    model = hf_model(kind).eval()
+    x = torch.randn(B, T, 3, S, S)
+    with rsexp.attention_tap(model) as tap:
+        out = model(pixel_values=x, output_attentions=True)
+    ref = reference_attn(kind, out.attentions, B)
+    assert tap.attn.shape == (B, T, (S // 4) ** 2)
+    torch.testing.assert_close(tap.attn, ref, atol=1e-7, rtol=0)
+    if kind != "timesformer":  # the same under SDPA, where output_attentions gives nothing
+        fused = hf_model(kind, "sdpa").eval()
+        fused.load_state_dict(model.state_dict())
+        with rsexp.attention_tap(fused) as tap, torch.no_grad():
+            fused(pixel_values=x)
+        torch.testing.assert_close(tap.attn, ref, atol=1e-7, rtol=0)
+
+
+def test_attention_tap_of_a_timm_vit_equals_its_softmax():
+    import timm
+
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8)
+    vit.eval()
+    x = torch.randn(3, 3, 32, 32)
+    seen = []
+    blk = vit.blocks[-1].attn
+    blk.fused_attn = False  # its explicit softmax, as the reference
+    hook = blk.attn_drop.register_forward_hook(lambda m, i, o: seen.append(o))
+    with rsexp.attention_tap(vit) as tap, torch.no_grad():
+        vit(x)
+    hook.remove()
+    ref = seen[0][:, :, 0, vit.num_prefix_tokens :].mean(1).unsqueeze(1)  # [B, 1, K]
+    torch.testing.assert_close(tap.attn, ref, atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["tsvit", "vivit", "timesformer"])
+def test_attention_tap_of_rsexp_models_is_their_supervised_attention(name):
+    from rsexp.core.models import FactorisedVideoViT  # noqa: F401 (registers the models)
+
+    cfg = ModelConfig(name=name, embed_dim=16, depth=2, temporal_depth=1, num_heads=2)
+    model = rsexp.create_model(cfg, num_classes=4, num_frames=T, img_size=S).eval()
+    with rsexp.attention_tap(model) as tap, torch.no_grad():
+        out = model(torch.randn(B, T, 3, S, S))
+    assert tap.attn.shape[:2] == (B, T)
+    torch.testing.assert_close(model.to_grid(tap.attn), out.attn, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+@pytest.mark.parametrize("level", ["im", "ctx"])
+def test_each_view_sees_only_its_frames(kind, level):
+    model = hf_model(kind).eval()
+    x = torch.randn(B, T, 3, S, S)
+    views = rsexp.temporal_views(model, x)
+    seg = rsexp.segment_slices(T if kind == "timesformer" else T // 2)[level]
+    f = 1 if kind == "timesformer" else 2  # frames per temporal token
+    lo, hi = seg.start * f, seg.stop * f
+    outside = x.clone()
+    outside[:, :lo] += torch.randn_like(outside[:, :lo])
+    outside[:, hi:] += torch.randn_like(outside[:, hi:])
+    inside = x.clone()
+    inside[:, lo:hi] += 1.0
+    with torch.no_grad():
+        again = rsexp.temporal_views(model, outside)[level]
+        moved = rsexp.temporal_views(model, inside)[level]
+    torch.testing.assert_close(again, views[level], atol=1e-6, rtol=0)
+    assert (moved - views[level]).abs().max() > 1e-3
+    assert model.config.num_frames == T  # the view's frame count is put back
+
+
+def test_a_timesformer_view_keeps_its_absolute_time_positions():
+    """A view of frames 2:6 equals a 4-frame model holding time embeddings 2:6."""
+    model = hf_model("timesformer").eval()
+    x = torch.randn(B, T, 3, S, S)
+    short = hf_model("timesformer", frames=4).eval()
+    sd = dict(model.state_dict())
+    sd["timesformer.embeddings.time_embeddings"] = sd["timesformer.embeddings.time_embeddings"][
+        :, 2:6
+    ]
+    short.load_state_dict(sd)
+    with torch.no_grad():
+        view = hf_view_logits(model, x, slice(2, 6))
+        torch.testing.assert_close(view, short(pixel_values=x[:, 2:6]).logits)
+
+
+def test_a_vivit_view_equals_transformers_own_key_mask():
+    model = hf_model("vivit", "sdpa").eval()
+    x = torch.randn(B, T, 3, S, S)
+    keep = torch.zeros(T // 2, 16, dtype=torch.bool)
+    keep[1:3] = True
+    mask = torch.cat([torch.ones(1), keep.flatten().float()]).expand(B, -1).long()
+    with torch.no_grad():
+        hidden = model.vivit(pixel_values=x, attention_mask=mask).last_hidden_state
+        torch.testing.assert_close(
+            hf_view_logits(model, x, slice(1, 3)), model.classifier(hidden[:, 0])
+        )
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_the_spatial_loss_trains_the_tapped_layer(checkpointing):
+    model = hf_model("vivit", "sdpa").train()
+    if checkpointing:
+        from rsexp.adapters.hf import enable_checkpointing
+
+        enable_checkpointing(model)
+        assert model.vivit.layers[-1].gradient_checkpointing
+    x = torch.randn(B, T, 3, S, S)
+    masks = torch.zeros(B, T, 16, dtype=torch.bool)
+    masks[..., 5] = True
+    rs = rsexp.ReasoningSupervision(lambda_s=1.0, lambda_t=0.0)
+    with rsexp.attention_tap(model) as tap:
+        logits = model(pixel_values=x).logits
+        rs(logits, torch.zeros(B, dtype=torch.long), tap.attn, masks)["loss/spatial"].backward()
+    grad = model.vivit.layers[-1].attention.k_proj.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    if checkpointing:  # the same gradient as without checkpointing
+        plain = hf_model("vivit", "sdpa").train()
+        with rsexp.attention_tap(plain) as tap:
+            logits = plain(pixel_values=x).logits
+            rs(logits, torch.zeros(B, dtype=torch.long), tap.attn, masks)[
+                "loss/spatial"
+            ].backward()
+        torch.testing.assert_close(grad, plain.vivit.layers[-1].attention.k_proj.weight.grad)
+
+
+def test_reasoning_supervision_is_rsexps_own_step():
+    from rsexp.core.models import FactorisedVideoViT  # noqa: F401 (registers the models)
+
+    cfg = ModelConfig(name="vivit", embed_dim=16, depth=2, temporal_depth=1, num_heads=2)
+    model = rsexp.create_model(cfg, num_classes=4, num_frames=T, img_size=S)
+    x, labels = torch.randn(B, T, 3, S, S), torch.tensor([1, 3])
+    masks = torch.rand(B, T, 16) > 0.7
+    w = LossConfig(lambda_s=0.7, lambda_t=0.3, tau=2.0)
+    rs = rsexp.ReasoningSupervision(lambda_s=0.7, lambda_t=0.3, tau=2.0)
+    with rsexp.attention_tap(model) as tap:
+        out = model(x)
+        mine = rs(out.logits, labels, tap.attn, masks, out.level_logits)
+    own = rs_losses(out, labels, masks, masks.any(-1), w)
+    for k in ("loss", "loss/ce", "loss/spatial", "loss/temporal"):
+        torch.testing.assert_close(mine[k], own[k], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="lambda_t > 0 needs the views"):
+        rs(out.logits, labels, tap.attn, masks)
+
+
+def test_guidance_masks_read_the_store():
+    cells = torch.rand(3, T, 4, 4) > 0.6
+    store = rsexp.GuidanceStore.from_masks(["a", "b", "c"], cells.numpy(), grid=4)
+    frames = [[0, 2, 4, 6]] * 2
+    m = rsexp.guidance_masks(store, ["c", "a"], frames, lengths=[T, T])
+    assert m.dtype == torch.bool and m.shape == (2, 4, 16)
+    assert torch.equal(m[0], cells[2, ::2].flatten(1)) and torch.equal(
+        m[1], cells[0, ::2].flatten(1)
+    )
+    assert not rsexp.guidance_masks(store, ["zz"], [0, 1], lengths=[T]).any()  # no guidance
+    with pytest.raises(KeyError, match="'zz'"):
+        rsexp.guidance_masks(store, ["a", "zz"], [0, 1], lengths=[T, T], strict=True)
+    with pytest.raises(ValueError, match="grid 5"):
+        rsexp.guidance_masks(store, ["a"], [0], grid=5, lengths=[T])
+
+
+def test_public_names_resolve_and_import_rsexp_stays_light():
+    for name in rsexp.__all__:
+        assert getattr(rsexp, name) is not None, name
+    code = "import sys, rsexp; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        rsexp.nope  # noqa: B018
+
+
+# ---------------------------------------------------------------------- model.name=hf
+@pytest.fixture(scope="module")
+def hf_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf")
+    out = {}
+    for kind in FAMILIES:
+        hf_model(kind, "sdpa", labels=400).save_pretrained(root / kind)
+        out[kind] = root / kind
+    return out
+
+
+def test_model_name_hf_gives_the_wrapped_models_logits(hf_folders):
+    from rsexp.core.registry import create_model
+
+    cfg = ModelConfig(name="hf", hf=HfConfig(path=str(hf_folders["timesformer"])))
+    model = create_model(cfg, num_classes=6, num_frames=T, img_size=S).eval()
+    assert isinstance(model, HFVideoModel) and model.net.config.num_labels == 6
+    x = torch.randn(B, T, 3, S, S)
+    with torch.no_grad():
+        out = model(x)
+        ref = model.net(pixel_values=x).logits  # no processor file: frames pass unchanged
+    assert torch.equal(out.logits, ref)
+    assert out.attn.shape == (B, T, 16)
+    torch.testing.assert_close(out.attn.sum(-1), torch.ones(B, T))
+    with pytest.raises(rsexp.core.settings.ConfigError, match="data.num_frames=8"):
+        create_model(
+            ModelConfig(name="hf", hf=HfConfig(path=str(hf_folders["vivit"]))),
+            num_classes=6, num_frames=6, img_size=S,
+        )  # fmt: skip
+
+
+HF_RUN = [
+    "data.num_frames=8", f"data.frame_size={S}", "model.name=hf", "optim.lr=3e-3",
+    "train.epochs=2", "data.synthetic.num_train=32",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_cli_trains_each_family_with_the_spatial_loss_falling(kind, hf_folders, tiny):
+    import json
+
+    from rsexp.cli import main
+
+    args = [*tiny, *HF_RUN, f"model.hf.path={hf_folders[kind]}", "track.backends=[]"]
+    assert main(["train", "--config", str(ROOT / "sweeps/synthetic.yaml"), *args]) == 0
+    (run,) = (Path(tiny[-1].split("=", 1)[1]) / "synthetic").iterdir()
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(epochs) == 2
+    assert epochs[1]["loss/spatial"] < epochs[0]["loss/spatial"]
+
+
+@pytest.mark.slow
+def test_a_two_trial_sweep_of_a_hugging_face_model(hf_folders, tiny, tmp_path, monkeypatch):
+    from rsexp.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    args = [*tiny, *HF_RUN, f"model.hf.path={hf_folders['timesformer']}"]
+    fast = ["sweep.epochs=1", "sweep.confirm_seeds=[0]", "sweep.ablation_seeds=[]"]
+    config = str(ROOT / "sweeps/synthetic.yaml")
+    assert (
+        main(["sweep", "--config", config, "--trials", "2", "--workers", "2", *args, *fast]) == 0
+    )
+    reports = tmp_path / "runs" / "synthetic" / "sweep-synthetic-hf" / "reports"
+    assert "| HF + RS |" in (reports / "comparison.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_plain_pytorch_example_lowers_the_spatial_loss():
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import plain_pytorch_hf
+    finally:
+        sys.path.pop(0)
+    history = plain_pytorch_hf.main(["--epochs", "3", "--clips", "64"])
+    assert history[-1]["loss/spatial"] < history[0]["loss/spatial"]
+    assert set(history[0]) == {"loss", "loss/ce", "loss/spatial", "loss/temporal"}
