@@ -300,3 +300,67 @@ def test_the_plain_pytorch_example_lowers_the_spatial_loss():
     history = plain_pytorch_hf.main(["--epochs", "3", "--clips", "64"])
     assert history[-1]["loss/spatial"] < history[0]["loss/spatial"]
     assert set(history[0]) == {"loss", "loss/ce", "loss/spatial", "loss/temporal"}
+
+
+# ---------------------------------------------------------------------- timm frame encoder
+def tsvit_on_timm(frames: int = T, weights: str = "", size: int = 64):
+    from rsexp.core.models import FactorisedVideoViT  # noqa: F401 (registers the models)
+
+    cfg = ModelConfig(
+        name="tsvit", embed_dim=32, temporal_depth=1, num_heads=2,
+        frame_encoder="timm:vit_tiny_patch16_224", frame_encoder_weights=weights,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return rsexp.create_model(cfg, num_classes=5, num_frames=frames, img_size=size)
+
+
+def test_tsvit_on_a_timm_vit_trains_every_parameter_and_taps_its_last_layer():
+    model = tsvit_on_timm()
+    assert model.frame_vit.blocks[-1].attn.fused_attn  # fused attention stays on
+    x = torch.randn(B, T, 3, 64, 64)
+    with rsexp.attention_tap(model) as tap:
+        out = model(x)
+    assert tap.attn.shape == (B, T, 16) and out.attn.shape == (B, T, 16)  # 4x4 patches
+    torch.testing.assert_close(model.to_grid(tap.attn), out.attn)
+    masks = torch.zeros(B, T, 16, dtype=torch.bool)
+    masks[..., 5] = True
+    rs = rsexp.ReasoningSupervision(lambda_s=1.0, lambda_t=0.5)
+    rs(out.logits, torch.tensor([0, 1]), tap.attn, masks, out.level_logits)["loss"].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_tsvit_on_a_timm_vit_reads_local_weights_and_its_views_see_their_frames(tmp_path):
+    import timm
+
+    donor = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
+    torch.save(donor.state_dict(), tmp_path / "vit.pth")
+    model = tsvit_on_timm(weights=str(tmp_path / "vit.pth")).eval()
+    torch.testing.assert_close(
+        model.frame_vit.blocks[3].mlp.fc1.weight, donor.blocks[3].mlp.fc1.weight
+    )
+    assert model.frame_vit.pos_embed.shape[1] == 1 + 16  # resampled from 14x14 to 4x4
+    x = torch.randn(1, T, 3, 64, 64)
+    with torch.no_grad():
+        base = model(x).level_logits
+        seg = model.segments["im"]
+        y = x.clone()
+        y[:, seg.stop :] += torch.randn_like(y[:, seg.stop :])
+        torch.testing.assert_close(model(y).level_logits["im"], base["im"])
+        assert not torch.allclose(model(y).level_logits["nar"], base["nar"])
+    with pytest.raises(FileNotFoundError, match="model.frame_encoder_weights"):
+        tsvit_on_timm(weights=str(tmp_path / "missing.pth"))
+    for bad, match in (
+        ("timm:resnet18", "timm.models.resnet"),
+        ("hf:vit", "expected timm:<name>"),
+    ):
+        with pytest.raises(rsexp.core.settings.ConfigError, match=match):
+            rsexp.create_model(
+                ModelConfig(name="tsvit", frame_encoder=bad), num_classes=5, num_frames=T,
+                img_size=64,
+            )  # fmt: skip
+    with pytest.raises(rsexp.core.settings.ConfigError, match="TSViT's frame encoder"):
+        rsexp.create_model(
+            ModelConfig(name="vivit", frame_encoder="timm:vit_tiny_patch16_224"),
+            num_classes=5, num_frames=T, img_size=64,
+        )  # fmt: skip

@@ -67,6 +67,12 @@ class ModelConfig:
     attn_to_grid: Literal["area", "pad_truncate"] = "area"
     # Local file with ImageNet ViT-B/16 or K400 TimeSformer weights ("" = random init).
     pretrained: str = ""
+    # TSViT's frame encoder: "" = its own; timm:<name> = a timm image ViT (e.g.
+    # timm:vit_small_patch16_224), fused attention kept, the supervised layer tapped.
+    frame_encoder: str = ""
+    # Its weights: a local timm checkpoint file, "timm" (timm's cache or hub, online
+    # machines only) or "" (random init).
+    frame_encoder_weights: str = ""
     hf: HfConfig = field(default_factory=HfConfig)
 
     def __post_init__(self):

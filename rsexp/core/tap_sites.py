@@ -160,6 +160,10 @@ def per_slot(rows: torch.Tensor, slots: int, tubelet: int, prefix: int = 1) -> t
 def _rsexp_site(model: nn.Module, layer: int) -> TapSite:
     from rsexp.core.models.factorised import FactorisedVideoViT
 
+    if isinstance(getattr(model, "frame_vit", None), nn.Module):  # TSViT on a timm ViT
+        site = _timm_site(model.frame_vit, layer)
+        prefix = model.frame_vit.num_prefix_tokens
+        return TapSite(site.module, site.rows, lambda rows, batch: per_frame(rows, batch, prefix))
     blk = pick_layer(model.blocks, layer, type(model).__name__)
     if isinstance(model, FactorisedVideoViT):
         # the frame encoder runs on [B*T', 1+K, D]: one row per (tubelet-)frame

@@ -13,8 +13,18 @@ from __future__ import annotations
 
 from rsexp.core.models.factorised import FactorisedVideoViT
 from rsexp.core.models.timesformer import TimeSformer
+from rsexp.core.models.timm_frames import TimmFrameVideoViT
 from rsexp.core.registry import register_model
 from rsexp.core.settings import ConfigError, ModelConfig
+
+
+def _own_frames(cfg: ModelConfig, model: str) -> None:
+    if cfg.frame_encoder:
+        raise ConfigError(
+            f"model.frame_encoder: {cfg.frame_encoder!r} replaces TSViT's frame encoder; "
+            f"{model} has its own (use model.name=tsvit, or model.name=hf for a Hugging "
+            f"Face {model})"
+        )
 
 
 def _factorised(cfg: ModelConfig, patch: int, tubelet: int, **shape) -> FactorisedVideoViT:
@@ -30,7 +40,10 @@ def _factorised(cfg: ModelConfig, patch: int, tubelet: int, **shape) -> Factoris
                 "mlp_ratio": 4.0, "patch_size": 0},
 )  # fmt: skip
 def tsvit(cfg: ModelConfig, *, img_size: int, guidance_grid: int, **shape):
-    """TSViT (paper §2.1): one token per guidance cell, frame-level CLS, temporal stage."""
+    """TSViT (paper §2.1): one token per guidance cell, frame-level CLS, temporal stage;
+    with ``model.frame_encoder=timm:<name>``, a timm image ViT encodes the frames."""
+    if cfg.frame_encoder:
+        return TimmFrameVideoViT(cfg, img_size=img_size, guidance_grid=guidance_grid, **shape)
     patch = img_size // guidance_grid
     return _factorised(cfg, patch, 1, img_size=img_size, guidance_grid=guidance_grid, **shape)
 
@@ -44,6 +57,7 @@ def tsvit(cfg: ModelConfig, *, img_size: int, guidance_grid: int, **shape):
 def vivit(cfg: ModelConfig, *, img_size: int, guidance_grid: int, **shape):
     """ViViT factorised encoder: 2-frame tubelets on a patch grid twice as fine as the
     guidance grid."""
+    _own_frames(cfg, "ViViT")
     patch = max(1, img_size // (2 * guidance_grid))
     return _factorised(cfg, patch, 2, img_size=img_size, guidance_grid=guidance_grid, **shape)
 
@@ -58,6 +72,7 @@ def vivit(cfg: ModelConfig, *, img_size: int, guidance_grid: int, **shape):
 def timesformer(cfg: ModelConfig, *, img_size: int, guidance_grid: int, **shape):
     """TimeSformer, divided space-time attention (``temporal_depth`` is unused: the
     temporal attention sits inside every block)."""
+    _own_frames(cfg, "TimeSformer")
     if cfg.tubelet not in (0, 1):
         raise ConfigError("model.tubelet: timesformer embeds single frames, must be 0 or 1")
     patch = cfg.patch_size or max(1, img_size // 8)
