@@ -291,15 +291,21 @@ def test_a_two_trial_sweep_of_a_hugging_face_model(hf_folders, tiny, tmp_path, m
 
 
 @pytest.mark.slow
-def test_the_plain_pytorch_example_lowers_the_spatial_loss():
+@pytest.mark.parametrize("example", ["plain_pytorch_hf", "lightning_module", "hf_trainer"])
+def test_each_example_loop_lowers_the_spatial_loss(example):
+    """The plain loop, the Lightning ``training_step`` and the ``Trainer.compute_loss``
+    override each train a Hugging Face TimeSformer with RS's terms."""
+    import importlib
+
     sys.path.insert(0, str(ROOT / "examples"))
     try:
-        import plain_pytorch_hf
+        history = importlib.import_module(example).main(["--epochs", "3", "--clips", "64"])
     finally:
         sys.path.pop(0)
-    history = plain_pytorch_hf.main(["--epochs", "3", "--clips", "64"])
+    assert len(history) == 3
+    assert {"loss/ce", "loss/spatial", "loss/temporal"} <= set(history[0])
     assert history[-1]["loss/spatial"] < history[0]["loss/spatial"]
-    assert set(history[0]) == {"loss", "loss/ce", "loss/spatial", "loss/temporal"}
+    assert history[-1]["loss/ce"] < history[0]["loss/ce"]
 
 
 # ---------------------------------------------------------------------- timm frame encoder
@@ -364,3 +370,23 @@ def test_tsvit_on_a_timm_vit_reads_local_weights_and_its_views_see_their_frames(
             ModelConfig(name="vivit", frame_encoder="timm:vit_tiny_patch16_224"),
             num_classes=5, num_frames=T, img_size=64,
         )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_papers_starred_row_from_a_hugging_face_folder(hf_folders, tiny, tmp_path):
+    """``rsexp paper --models 'timesformer*' --checkpoint <save_pretrained folder>``: the
+    K400 row runs the Hugging Face TimeSformer (model.name=hf) and fills TimeSformer*."""
+    import json
+
+    from rsexp.cli import main
+
+    args = ["paper", "-c", str(ROOT / "sweeps/synthetic.yaml"), "--models", "timesformer*"]
+    over = [*tiny, "track.backends=[local]", "train.epochs=1", f"data.frame_size={S}"]
+    folder = str(hf_folders["timesformer"])
+    assert main([*args, "--seeds", "1", "--checkpoint", folder, *over]) == 0
+    root = tmp_path / "runs" / "synthetic" / "paper"
+    table = (root / "reports" / "table1.md").read_text()
+    assert "| TimeSformer* |" in table and "| TimeSformer* + RS |" in table, table
+    run = root / "timesformer-k400-rs-s0"
+    assert json.loads((run / "summary.json").read_text())["model"] == "hf"
+    assert f"path: {folder}" in (run / "config.yaml").read_text()

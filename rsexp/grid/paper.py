@@ -26,10 +26,17 @@ SLOWEST_FIRST = ("timesformer*", "timesformer", "vivit", "tsvit")
 
 def row_config(cfg: Config, row: str, checkpoint: str | None) -> Config:
     """The base config as one Table 1 row: its model, the paper's size for it on the
-    real datasets (the synthetic default keeps its small model), its weights."""
+    real datasets (the synthetic default keeps its small model), its weights. The
+    starred row's ``checkpoint`` is the official TimeSformer file, or a Hugging Face
+    ``save_pretrained`` folder (a K400 ``TimesformerForVideoClassification``), which
+    runs as ``model.name=hf``."""
     import rsexp.core.models  # noqa: F401  (registers the models)
     from rsexp.core.registry import model_spec
 
+    if row.endswith("*") and checkpoint and Path(checkpoint).is_dir():
+        return with_values(
+            cfg, {"model.name": "hf", "model.hf.path": checkpoint, "model.pretrained": ""}
+        )
     base = row.rstrip("*")
     spec = model_spec(base)  # the paper's size of it, or the small one on synthetic data
     size = spec.paper_size if cfg.data.name != "synthetic" else spec.small_size
