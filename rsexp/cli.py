@@ -205,8 +205,12 @@ def _parser() -> argparse.ArgumentParser:
         help="rows, comma-separated (timesformer* needs --checkpoint)",
     )
     pa.add_argument("--seeds", type=int, default=3, help="seeds per row (0 .. N-1)")
-    pa.add_argument("--checkpoint", default=None, help="local Kinetics-400 TimeSformer weights: the official file, "
-                    "or a Hugging Face save_pretrained folder (runs as model.name=hf)")
+    pa.add_argument(
+        "--checkpoint",
+        default=None,
+        help="local Kinetics-400 TimeSformer weights: the official file, or a Hugging Face "
+        "save_pretrained folder (runs as model.name=hf)",
+    )
     pa.add_argument("--workers", type=int, default=1, help="runs at once on this machine")
     verbose(pa)
     pa.add_argument("overrides", nargs="*",
