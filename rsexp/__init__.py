@@ -42,6 +42,7 @@ _PUBLIC = {
     "SegmentationMeter": "rsexp.core.metrics",
     "SegmentsConfig": "rsexp.core.settings",
     "segment_slices": "rsexp.core.segments",
+    "slices_for": "rsexp.core.segments",
     # your own model under rsexp's runs and sweeps
     "register_model": "rsexp.core.registry",
     "create_model": "rsexp.core.registry",

@@ -390,3 +390,88 @@ def test_the_papers_starred_row_from_a_hugging_face_folder(hf_folders, tiny, tmp
     run = root / "timesformer-k400-rs-s0"
     assert json.loads((run / "summary.json").read_text())["model"] == "hf"
     assert f"path: {folder}" in (run / "config.yaml").read_text()
+
+
+# ---------------------------------------------------------------------- a model plugin
+MODEL_PLUGIN = '''"""A researcher's own video model as an rsexp plugin: a timm ViT per frame, the
+frames' features averaged over each view's segment, its own typed section."""
+from dataclasses import dataclass
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+import rsexp
+from rsexp.config import ConfigError, register_section
+
+
+@dataclass(frozen=True)
+class FrameMeanConfig:
+    width: int = 32
+
+    def __post_init__(self):
+        if self.width % 2:
+            raise ConfigError("model.framemean.width: must be even (2 heads)")
+
+
+register_section("model.framemean", FrameMeanConfig)
+
+
+class FrameMean(torch.nn.Module):
+    def __init__(self, width, num_classes, img_size, grid, segments):
+        super().__init__()
+        self.vit = VisionTransformer(img_size=img_size, patch_size=img_size // grid,
+                                     embed_dim=width, depth=1, num_heads=2, num_classes=0)
+        self.head = torch.nn.Linear(width, num_classes)
+        self.tap = rsexp.attention_tap(self.vit)  # [B*T, 1, grid*grid] per forward
+        self.segments = segments
+
+    def forward(self, x, level_grad=True):
+        B, T = x.shape[:2]
+        feats = self.vit(x.flatten(0, 1)).unflatten(0, (B, T))  # [B, T, D]
+        attn = self.tap.attn.reshape(B, T, -1)
+        seg = rsexp.slices_for(T, self.segments)  # the run's segments (loss.segments)
+        levels = {k: self.head(feats[:, s].mean(1)) for k, s in seg.items()}
+        return rsexp.VideoOutput(levels["nar"], levels, attn)
+
+
+@rsexp.register_model(label="FrameMean")
+def framemean(cfg, *, num_classes, num_frames, img_size, guidance_grid, segments):
+    own = cfg.sections.get("framemean", FrameMeanConfig())
+    return FrameMean(own.width, num_classes, img_size, guidance_grid, segments)
+'''
+
+
+@pytest.mark.slow
+def test_a_model_plugin_with_its_own_section_trains_and_sweeps(tiny, tmp_path):
+    """``plugins: [module]``: a model registered outside rsexp, with its own typed
+    section (model.<name>.*), imported in the sweep's worker processes too."""
+    import json
+    import os
+
+    import yaml
+
+    site = tmp_path / "mine"
+    site.mkdir()
+    (site / "rsexp_framemean.py").write_text(MODEL_PLUGIN)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    config = str(ROOT / "sweeps/synthetic.yaml")
+    mine = [*tiny, "plugins=[rsexp_framemean]", "model.name=framemean", "track.backends=[local]"]
+
+    def rsexp_cli(*args):
+        return subprocess.run([sys.executable, "-m", "rsexp.cli", *args], cwd=tmp_path,
+                              env=env, text=True, capture_output=True, timeout=600)  # fmt: skip
+
+    bad = rsexp_cli("config", "-c", config, *mine, "model.framemean.width=7")
+    assert bad.returncode == 2 and "model.framemean.width: must be even" in bad.stderr
+    done = rsexp_cli("sweep", "-c", config, "--trials", "2", "--trials-only", "--workers", "1",
+                     *mine, "model.framemean.width=24", "sweep.epochs=2")  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    trials = sorted((tmp_path / "runs" / "synthetic").glob("sweep-*/trial-*"))
+    assert len(trials) == 2
+    for trial in trials:
+        summary = json.loads((trial / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["model"] == "framemean"
+        cfg = yaml.safe_load((trial / "config.yaml").read_text())
+        assert cfg["model"]["sections"] == {"framemean": {"width": 24}}
+        lines = (trial / "metrics.jsonl").read_text().splitlines()
+        assert len(lines) == 2 and "loss/spatial" in json.loads(lines[-1])

@@ -12,10 +12,8 @@ from rsexp.config.loader import (
     flatten,
     from_dict,
     load_config,
-    load_plugins,
     load_yaml,
     parse_override,
-    register_section,
     to_dict,
     with_values,
 )
@@ -38,6 +36,7 @@ from rsexp.config.schema import (
     WandbConfig,
     parse_frame_keys,
 )
+from rsexp.config.sections import load_plugins, register_section
 from rsexp.config.space import Dimension, SweepConfig, paper_space
 
 __all__ = [

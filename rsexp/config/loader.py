@@ -21,7 +21,7 @@ import yaml
 
 from rsexp.config.redact import redact
 from rsexp.config.schema import Config
-from rsexp.core.plugins import load_entry_points
+from rsexp.config.sections import load_plugins, split_sections
 from rsexp.core.settings import ConfigError
 from rsexp.core.settings import check as _check
 
@@ -87,70 +87,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported field type {tp}")
 
 
-# plugin config sections: "data.<name>" -> the plugin's dataclass (register_section)
-SECTIONS: dict[str, type] = {}
-
-
-def register_section(key: str, cls: type) -> type:
-    """A plugin's typed config section, e.g. ``register_section("data.toy", ToyConfig)``:
-    ``data.toy.*`` in YAML or overrides is built as ``ToyConfig``, checked like the rest,
-    and reached as ``cfg.data.sections["toy"]``."""
-    parent, _, name = key.rpartition(".")
-    if parent != "data" or not name:
-        raise ValueError(f"a plugin's section is data.<name>, got {key!r}")
-    if not dataclasses.is_dataclass(cls):
-        raise ValueError(f"the section {key} must be a dataclass, got {cls!r}")
-    SECTIONS[key] = cls
-    return cls
-
-
-def load_plugins(modules) -> None:
-    """Import each plugin module (``plugins:``); one that cannot be imported is an error
-    naming it and where Python looked."""
-    import importlib
-    import sys
-
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise ConfigError(
-                f"plugins: cannot import {module!r} ({e}); Python looked in "
-                f"{', '.join(p for p in sys.path if p) or '(nothing)'}"
-            ) from None
-
-
-def _sections(prefix: str, data: dict, names: list[str]) -> dict:
-    """Move the ``data.<name>`` keys of registered sections into ``data.sections`` and
-    build each as its dataclass (an unregistered name stays for the unknown-key error)."""
-    if prefix != "data":
-        return data
-    data = dict(data)
-    if any(k not in names and f"data.{k}" not in SECTIONS for k in data):
-        load_entry_points()  # an installed plugin's section, perhaps
-    sections = dict(data.pop("sections", {}) or {})
-    for k in [k for k in data if k not in names and f"data.{k}" in SECTIONS]:
-        sections[k] = data.pop(k)
-    built = {}
-    for k, v in sections.items():
-        if f"data.{k}" not in SECTIONS:
-            load_entry_points()
-        if f"data.{k}" not in SECTIONS:
-            raise ConfigError(
-                f"unknown config section 'data.{k}' (no plugin registered it; registered: "
-                f"{', '.join(SECTIONS) or 'none'})"
-            )
-        cls = SECTIONS[f"data.{k}"]
-        built[k] = v if isinstance(v, cls) else _build(cls, v or {}, f"data.{k}")
-    if built:
-        data["sections"] = built
-    return data
-
-
 def _build(cls: type, data: dict, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    data = _sections(prefix, data, names)
+    data = split_sections(prefix, data, names, _build)
     for k in data:
         if k not in names:
             where = f"{prefix}.{k}" if prefix else k

@@ -26,17 +26,19 @@ BOOKKEEPING = frozenset(
         "guidance.digest",
     }
 )
-# dataset-specific subsections: data.synthetic.* (built in), data.<plugin section>.*
-_DATASET_SECTIONS = ("data.synthetic.",)
+# dataset- and model-specific subsections: data.synthetic.* and model.hf.* (built in),
+# data.<plugin section>.* and model.<plugin section>.*
+_OWN_SECTIONS = ("data.synthetic.", "model.hf.")
 
 
-def applies(key: str, data_name: str) -> bool:
-    """``key`` belongs to the run's dataset, or to no dataset in particular."""
+def applies(key: str, config: dict) -> bool:
+    """``key`` belongs to the run's dataset and model (``config``: the flattened config,
+    its ``data.name`` and ``model.name``), or to none in particular."""
     parts = key.split(".")
-    if key.startswith("data.sections."):
-        return parts[2] == data_name
-    if key.startswith(_DATASET_SECTIONS):
-        return parts[1] == data_name
+    if key.startswith(("data.sections.", "model.sections.")):
+        return parts[2] == config.get(f"{parts[0]}.name", "")
+    if key.startswith(_OWN_SECTIONS):
+        return parts[1] == config.get(f"{parts[0]}.name", "")
     return True
 
 
@@ -44,9 +46,8 @@ def run_keys(flat: dict[str, str]) -> dict[str, str]:
     """The keys of ``flat`` (a flattened config) a run is tracked with: its settings that
     apply to it, seed and run name included (an MLflow user filters on them), the
     tracking and sweep sections and other datasets' settings left out."""
-    name = flat.get("data.name", "")
     return {
         k: v
         for k, v in flat.items()
-        if not k.startswith(BOOKKEEPING_PREFIXES) and applies(k, name)
+        if not k.startswith(BOOKKEEPING_PREFIXES) and applies(k, flat)
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 
 class ConfigError(ValueError):
@@ -74,6 +74,8 @@ class ModelConfig:
     # machines only) or "" (random init).
     frame_encoder_weights: str = ""
     hf: HfConfig = field(default_factory=HfConfig)
+    # a plugin model's own typed settings, model.<name>.* (register_section), by name
+    sections: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         check(self.embed_dim % self.num_heads == 0, "model.embed_dim", "must divide by num_heads")

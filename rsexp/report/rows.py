@@ -43,11 +43,10 @@ SHORT = {
 
 def identity(config: dict[str, str]) -> dict[str, str]:
     """The part of a flattened config that decides a run's numbers, seed aside."""
-    name = config.get("data.name", "")
     return {
         k: v
         for k, v in config.items()
-        if k not in BOOKKEEPING and not k.startswith(BOOKKEEPING_PREFIXES) and applies(k, name)
+        if k not in BOOKKEEPING and not k.startswith(BOOKKEEPING_PREFIXES) and applies(k, config)
     }
 
 
