@@ -255,3 +255,25 @@ def test_a_database_restart_during_a_sweep_loses_no_trial(tmp_path):
         assert "unreachable" in logs and "is back after" in logs, logs[-3000:]
     finally:
         pg.stop()
+
+
+def test_a_session_left_broken_by_a_dropped_connection_counts_as_the_outage():
+    """Optuna's ``_get_trials`` catches a dropped connection and falls back to a second
+    query on the same (now invalid) transaction: the ``PendingRollbackError`` that follows
+    is the outage too (CI once saw the driver stop on it), while bad data is not."""
+    import optuna
+    import sqlalchemy
+
+    from rsexp.sweep.study import _transient
+
+    def wrapped(cause: BaseException) -> optuna.exceptions.StorageInternalError:
+        try:
+            raise optuna.exceptions.StorageInternalError("invalid data in the commit") from cause
+        except optuna.exceptions.StorageInternalError as e:
+            return e
+
+    dropped = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed"))
+    assert _transient(wrapped(sqlalchemy.exc.PendingRollbackError("rollback first")))
+    assert _transient(wrapped(dropped))
+    bad = sqlalchemy.exc.DataError("INSERT", {}, Exception("value too long"))
+    assert not _transient(wrapped(bad))

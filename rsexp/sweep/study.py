@@ -30,12 +30,22 @@ def _transient(e: BaseException) -> bool:
     """A database that is restarting or unreachable (the connection refused, dropped or
     invalidated, a locked SQLite file), as opposed to a bad query or bad data. Optuna
     re-raises SQLAlchemy's errors from a commit as ``StorageInternalError`` ("invalid
-    data in the commit"): the cause decides."""
+    data in the commit"): the cause decides. A ``PendingRollbackError`` is a session whose
+    connection broke earlier in the same call (Optuna's ``_get_trials`` catches the
+    dropped connection and falls back to a second query on the dead transaction): the
+    call is retried on a fresh session like the first error would have been."""
     if isinstance(e, optuna.exceptions.StorageInternalError) and e.__cause__ is not None:
         e = e.__cause__
     if isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated:
         return True
-    return isinstance(e, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
+    return isinstance(
+        e,
+        (
+            sqlalchemy.exc.OperationalError,
+            sqlalchemy.exc.InterfaceError,
+            sqlalchemy.exc.PendingRollbackError,
+        ),
+    )
 
 
 class ResilientRDBStorage(RDBStorage):
