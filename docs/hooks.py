@@ -136,7 +136,16 @@ SECTION_TITLES = {
 }
 # the figure each case is judged by, in order of preference
 LEAD = ("ratio", "speedup", "seconds", "warm_wait_frac", "wall_s")
-UNITS = {"_ms": " ms", "_s": " s", "seconds": " s", "_frac": ""}
+UNITS = {"_per_s": "/s", "_ms": " ms", "_s": " s", "seconds": " s", "_frac": ""}
+
+
+def _label(key: str) -> str:
+    """``loop_epoch_s`` -> ``loop epoch``: the name without its unit."""
+    for suffix in UNITS:
+        if key.endswith(suffix) and key != suffix.strip("_"):
+            key = key.removesuffix(suffix) + ("_per_s" if suffix == "_per_s" else "")
+            break
+    return key.replace("_per_s", "").replace("_", " ")
 
 
 def _fmt(key: str, value) -> str:
@@ -177,13 +186,15 @@ def benchmark_markdown(results: dict) -> str:
         for case, r in cases.items():
             lead = next((k for k in LEAD if k in r), None)
             details = [
-                f"{k} {_fmt(k, v)}"
+                f"{_label(k)} {_fmt(k, v)}"
                 for k, v in r.items()
                 if k not in ("target", "segment_views", "note", lead)
             ]
             if "segment_views" in r:
                 details.append(f"segment views alone {_fmt('ratio', r['segment_views']['ratio'])}")
             shown = f"**{_fmt(lead, r[lead])}**" if lead else ""
+            if lead not in (None, "ratio", "speedup", "seconds"):
+                shown += f" ({_label(lead)})"
             target = _met(lead, r[lead], r.get("target", "")) if lead else r.get("target", "")
             out.append(f"| {case} | {shown} | {', '.join(details)} | {target} |")
         out.append("")

@@ -86,3 +86,19 @@ def test_the_performance_page_is_generated_from_the_benchmark_results(site):
         if not section.startswith("_"):
             assert all(case in page for case in cases), section
     assert results["_machine"] in page
+
+
+def test_the_readme_links_into_pages_that_exist():
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\((docs/[^)#]+)(?:#([^)]+))?\)", readme)
+    assert len(links) >= 10
+    for path, anchor in links:
+        target = ROOT / path
+        assert target.is_file(), path
+        if anchor:
+            # the slug of a heading, as MkDocs' toc extension and GitHub make it
+            slugs = {
+                re.sub(r"[^\w\s-]", "", h.lower()).strip().replace(" ", "-")
+                for h in re.findall(r"^#+ (.+)$", target.read_text(), re.M)
+            }
+            assert anchor in slugs, f"{path}#{anchor}"
