@@ -102,3 +102,19 @@ def test_the_readme_links_into_pages_that_exist():
                 for h in re.findall(r"^#+ (.+)$", target.read_text(), re.M)
             }
             assert anchor in slugs, f"{path}#{anchor}"
+
+
+def test_a_plugins_config_section_is_listed_with_its_keys(tmp_path, monkeypatch):
+    from rsexp.config import loader
+
+    (tmp_path / "toy_section.py").write_text(
+        "from dataclasses import dataclass\n\n\n"
+        "@dataclass(frozen=True)\nclass ToyConfig:\n"
+        "    # how many classes to generate\n    classes: int = 3\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from toy_section import ToyConfig
+
+    monkeypatch.setitem(loader.SECTIONS, "data.toy", ToyConfig)
+    row = next(line for line in markdown().splitlines() if "`data.toy.classes`" in line)
+    assert "`int`" in row and "`3`" in row and "how many classes to generate" in row

@@ -21,19 +21,24 @@ from rsexp.config.schema import Config
 
 @dataclasses.dataclass(frozen=True)
 class Key:
-    """One setting: its dotted key, declared type (as written), default and comment."""
+    """One setting: its dotted key, declared type (as written), default, comment and what
+    its section checks of it."""
 
     key: str
     type: str
     default: Any
     comment: str
+    checks: str = ""
 
 
 def field_comments(cls: type) -> dict[str, tuple[str, str]]:
     """``{field: (type as written, comment)}`` of a dataclass, read from its source: the
-    comment lines right above the field, then the one at the end of its line."""
-    lines, _ = inspect.getsourcelines(cls)
-    source = textwrap.dedent("".join(lines))
+    comment lines right above the field, then the one at the end of its line. A class
+    without source (built at run time) has its annotations and no comments."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {f.name: (str(f.type), "") for f in dataclasses.fields(cls)}
     comments = {}  # line number -> comment text
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT:
@@ -53,6 +58,38 @@ def field_comments(cls: type) -> dict[str, tuple[str, str]]:
     return out
 
 
+def field_checks(cls: type) -> dict[str, list[str]]:
+    """``{dotted key: [message, ...]}``: what the dataclass's ``__post_init__`` checks,
+    read from its ``check(condition, "key", "message")`` calls."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    out: dict[str, list[str]] = {}
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and len(node.args) == 3):
+            continue
+        name = getattr(node.func, "id", "")
+        key, msg = node.args[1], node.args[2]
+        if name.lstrip("_") == "check" and isinstance(key, ast.Constant):
+            out.setdefault(key.value, []).append(_message(msg))
+    return out
+
+
+def _message(node: ast.expr) -> str:
+    """A check's message as written; an f-string's fields as ``{name}``."""
+    if isinstance(node, ast.Constant):
+        return str(node.value)
+    if isinstance(node, ast.JoinedStr):
+        return "".join(
+            str(v.value)
+            if isinstance(v, ast.Constant)
+            else "{" + ast.unparse(v.value).removeprefix("self.") + "}"
+            for v in node.values
+        )
+    return ast.unparse(node)
+
+
 def default_of(f: dataclasses.Field) -> Any:
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
@@ -64,11 +101,12 @@ def sections(cls: type = Config, prefix: str = "") -> list[tuple[str, type, list
     in source order; a mapping of dataclasses (``sweep.space``) is one ``<name>`` section."""
     hints = typing.get_type_hints(cls)
     written = field_comments(cls)
+    checks = field_checks(cls)
     keys, below = [], []
     for f in dataclasses.fields(cls):
         key = f"{prefix}.{f.name}" if prefix else f.name
         tp, comment = written[f.name]
-        keys.append(Key(key, tp, default_of(f), comment))
+        keys.append(Key(key, tp, default_of(f), comment, "; ".join(checks.get(key, []))))
         if dataclasses.is_dataclass(hints[f.name]):
             below += sections(hints[f.name], key)
         elif typing.get_origin(hints[f.name]) is dict:
@@ -128,49 +166,54 @@ def markdown() -> str:
         "",
         "Every setting of the typed config tree, generated from the dataclasses in "
         "`rsexp/config/schema.py`, `rsexp/config/space.py` and `rsexp/core/settings.py`: "
-        "its dotted key, its type as declared, its default, and the comment written above "
-        "it in the source. Set any key in a YAML file (nested as the dots say) or on the "
-        "command line as `key=value` (the value is read as YAML: `track.backends=[mlflow,"
-        "wandb]`); `rsexp config` prints the resolved tree. An unknown key, a wrong type "
-        "or a value the section's checks refuse stops with an error naming the key.",
+        "its dotted key, its type as declared, its default, the comment written above it "
+        "in the source, and what the section checks of its value when a config is built. "
+        "Set any key in a YAML file (nested as the dots say) or on the command line as "
+        "`key=value` (the value is read as YAML: `track.backends=[mlflow,wandb]`); "
+        "`rsexp config` prints the resolved tree. An unknown key, a wrong type or a value "
+        "the checks refuse stops with an error naming the key.",
         "",
     ]
     for prefix, cls, keys in sections():
-        title = prefix or "Top level"
-        out += [f"## `{title}` {{#{_anchor(prefix)}}}" if prefix else "## Top level", ""]
-        out.append(f"`{cls.__module__}.{cls.__name__}`")
-        doc = _docstring(cls)
-        out += ["", _text(doc)] if doc else []
-        out += ["", "| key | type | default | what it is |", "| --- | --- | --- | --- |"]
-        for k in keys:
-            if dataclasses.is_dataclass(k.default):
-                default = f"[section](#{_anchor(k.key)})"
-            elif _entries(k.default):
-                default = f"[{len(k.default)} entries](#default-{_anchor(k.key)})"
-            else:
-                default = f"`{_value(k.default)}`"
-            key = _text(f"`{k.key}`")
-            out.append(f"| {key} | `{_text(k.type)}` | {default} | {_text(k.comment)} |")
-        out.append("")
+        out += [f"## `{prefix}` {{#{_anchor(prefix)}}}" if prefix else "## Top level", ""]
+        out += _table(cls, keys)
     out += _mapping_defaults(Config())
     out += [
         "## Plugin sections",
         "",
         "A plugin adds a typed section of its own under `data.<name>` with "
         '`rsexp.config.register_section("data.<name>", ItsDataclass)`; its keys are then '
-        "checked like these (see [Extending](../extending.md)).",
+        "checked like these (see [Extending](../extending.md)). Registered when this page "
+        f"was built: {', '.join(f'`{k}`' for k in sorted(SECTIONS)) or 'none'}.",
         "",
     ]
     for key, cls in sorted(SECTIONS.items()):
-        out += [f"### `{key}`", "", "| key | type | default | what it is |"]
-        out += ["| --- | --- | --- | --- |"]
-        written = field_comments(cls)
-        for f in dataclasses.fields(cls):
-            tp, comment = written[f.name]
-            row = f"| `{key}.{f.name}` | `{_text(tp)}` | `{_value(default_of(f))}` |"
-            out.append(f"{row} {_text(comment)} |")
-        out.append("")
+        for prefix, sub, keys in sections(cls, key):
+            out += [f"### `{prefix}`", ""]
+            out += _table(sub, keys)
     return "\n".join(out)
+
+
+def _table(cls: type, keys: list[Key]) -> list[str]:
+    """A section's class, docstring and one row per key."""
+    out = [f"`{cls.__module__}.{cls.__name__}`"]
+    doc = _docstring(cls)
+    out += ["", _text(doc)] if doc else []
+    out += ["", "| key | type | default | what it is | checked |"]
+    out += ["| --- | --- | --- | --- | --- |"]
+    for k in keys:
+        if dataclasses.is_dataclass(k.default):
+            default = f"[section](#{_anchor(k.key)})"
+        elif _entries(k.default):
+            default = f"[{len(k.default)} entries](#default-{_anchor(k.key)})"
+        else:
+            default = f"`{_value(k.default)}`"
+        row = f"| {_text(f'`{k.key}`')} | `{_text(k.type)}` | {default} | {_text(k.comment)} |"
+        out.append(f"{row} {_text(k.checks)} |")
+    for key, msgs in field_checks(cls).items():
+        if key not in {k.key for k in keys}:
+            out += ["", _text(f"Also checked, `{key}`: {'; '.join(msgs)}.")]
+    return [*out, ""]
 
 
 def _entries(value: Any) -> bool:
