@@ -1,7 +1,9 @@
 """A griffe extension for the API pages: the docstrings cite code with Sphinx roles
 (``:func:`attention_tap```, ``:class:`~rsexp.config.Config```); Markdown shows those
-as raw text, so each becomes a code span (``attention_tap``), and ``double backticks``
-single ones."""
+as raw text, so each becomes a code span (``attention_tap``), ``double backticks``
+single ones, and a paragraph ending ``::`` (reST's "a code block follows") a colon; the
+indented block after it is a Markdown code block already. A line ``Example::`` becomes
+"For example:", since ``Example:`` would open Google style's doctest section."""
 
 from __future__ import annotations
 
@@ -16,4 +18,6 @@ class RstRoles(griffe.Extension):
     def on_instance(self, *, obj: griffe.Object, **kwargs) -> None:
         if obj.docstring is not None:
             text = ROLE.sub(r"`\1`", obj.docstring.value)
-            obj.docstring.value = re.sub(r"``([^`]+)``", r"`\1`", text)
+            text = re.sub(r"``([^`]+)``", r"`\1`", text)
+            text = re.sub(r"^(\s*)Examples?::$", r"\1For example:", text, flags=re.M)
+            obj.docstring.value = re.sub(r"::$", ":", text, flags=re.M)
