@@ -11,11 +11,10 @@
 
 from __future__ import annotations
 
-import ast
-import io
+import inspect
 import json
+import re
 import sys
-import tokenize
 from pathlib import Path
 
 from mkdocs.structure.files import File
@@ -45,27 +44,23 @@ def on_page_markdown(markdown, page, config, files):
 
 
 def public_api() -> list[tuple[str, list[tuple[str, str]]]]:
-    """``[(group, [(name, module), ...]), ...]`` from the ``_PUBLIC`` dict of
-    ``rsexp/__init__.py``, in its order, grouped by the comment lines inside it."""
-    source = (ROOT / "rsexp" / "__init__.py").read_text()
-    node = next(
-        n
-        for n in ast.parse(source).body
-        if isinstance(n, (ast.Assign, ast.AnnAssign))
-        and "_PUBLIC" in {t.id for t in getattr(n, "targets", [getattr(n, "target", None)])}
-    )
-    comments = {
-        tok.start[0]: tok.string.lstrip("#").strip()
-        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
-        if tok.type == tokenize.COMMENT and node.lineno <= tok.start[0] <= node.end_lineno
-    }
+    """``[(group, [(name, module), ...]), ...]``: every name of ``rsexp._PUBLIC`` (the
+    lazy re-exports behind ``rsexp.__all__``), in its order, grouped by the comment line
+    above its entry in ``rsexp/__init__.py``."""
+    import rsexp
+
+    group, group_of = "Public API", {}
+    for line in inspect.getsource(rsexp).splitlines():
+        if line.strip().startswith("#"):
+            group = line.strip().lstrip("#").strip()
+        elif m := re.match(r'\s*"(\w+)"\s*:', line):
+            group_of[m.group(1)] = group
     groups: list[tuple[str, list[tuple[str, str]]]] = []
-    for key, value in zip(node.value.keys, node.value.values, strict=True):
-        above = [c for line, c in comments.items() if line < key.lineno]
-        group = above[-1] if above else "Public API"
+    for name, module in rsexp._PUBLIC.items():
+        group = group_of.get(name, "More")
         if not groups or groups[-1][0] != group:
             groups.append((group, []))
-        groups[-1][1].append((key.value, value.value))
+        groups[-1][1].append((name, module))
     return groups
 
 
