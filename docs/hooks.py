@@ -75,10 +75,7 @@ def api_markdown() -> str:
         "internal and may change. Import the names from `rsexp` itself "
         "(`rsexp.attention_tap`): they load on first use, so `import rsexp` stays light.",
         "",
-        "```python",
-        *_example(rsexp.__doc__ or ""),
-        "```",
-        "",
+        *(["```python", *code, "```", ""] if (code := _example(rsexp.__doc__ or "")) else []),
         f"`rsexp.__version__` is the package version (`{rsexp.__version__}`).",
         "",
         "| name | defined in |",
@@ -104,7 +101,9 @@ def api_markdown() -> str:
 
 
 def _example(doc: str) -> list[str]:
-    """The indented code block of the package docstring (after ``::``)."""
+    """The indented code block of the package docstring (after ``::``), if it has one."""
+    if "::" not in doc:
+        return []
     lines = doc.split("::", 1)[-1].splitlines()
     code = []
     for line in lines[1:]:
