@@ -1,4 +1,4 @@
-# rsexp: `make train` (embedded synthetic default), `make test`, `make bench-rs`.
+# rsexp: `make train` (embedded synthetic default), `make test`, `make docs`, `make bench-rs`.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -20,7 +20,7 @@ MODELS ?= tsvit,vivit,timesformer,timesformer*
 SEEDS ?= 3
 CHECKPOINT ?=
 
-.PHONY: setup browser train resume sweep paper guidance tables figures dashboard wandb-dashboard prepare test lint format bench bench-rs bench-guidance bench-segmentation bench-track bench-decode clean
+.PHONY: setup browser train resume sweep paper guidance tables figures dashboard wandb-dashboard prepare test lint format docs bench bench-rs bench-guidance bench-segmentation bench-track bench-decode clean
 
 setup: $(VENV)/.installed
 
@@ -81,6 +81,12 @@ lint: setup
 
 format: setup
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+# the documentation site into site/, warnings as errors (a broken link or anchor, a stale
+# API name); the config reference, the API page and the benchmark tables are generated
+# (docs/hooks.py). tests/test_docs.py runs the same build in make test.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: setup
 	$(BIN)/python benchmarks/suite.py $(ARGS)

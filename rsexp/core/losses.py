@@ -80,7 +80,9 @@ def temporal_consistency_loss(
     L = 1/|B| sum_b 1/3 sum_l KL(p_b^(l) || p_bar_b), the Jensen-Shannon divergence.
 
     Args:
-        logits_im, logits_ctx, logits_nar: [B, C] logits of the three segments.
+        logits_im: [B, C] logits of the immediate segment.
+        logits_ctx: [B, C] logits of the contextual segment.
+        logits_nar: [B, C] logits of the narrative segment (the whole clip).
         tau: softmax temperature.
         consensus_mode: ``"mean"`` (paper) or ``"sharpened"`` (released code).
         consensus_power: exponent of the sharpened consensus.

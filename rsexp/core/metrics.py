@@ -135,8 +135,9 @@ def segmentation_scores(pred, gt, background=()) -> dict[str, float]:
     """MoF, Edit and F1@{10,25,50} (0-100) of a frame-wise prediction.
 
     Args:
-        pred, gt: [F] integer labels per frame (e.g. a 30-minute video at 10 fps is
-            18,000 frames).
+        pred: [F] predicted integer label per frame (e.g. a 30-minute video at 10 fps
+            is 18,000 frames).
+        gt: [F] true integer label per frame.
         background: labels whose runs are not segments (left out of Edit and F1, as
             MS-TCN's evaluation does); MoF still counts their frames.
 

@@ -147,7 +147,10 @@ def create_model(
 
     Args:
         cfg: the model's settings, taken whole.
-        num_classes, num_frames, img_size, guidance_grid: the data's shape.
+        num_classes: the data's number of classes.
+        num_frames: frames per clip.
+        img_size: the frames' side, in pixels.
+        guidance_grid: g, the guidance's g x g grid.
         segments: the temporal segments of the three-level loss (paper §2.3.2).
     """
     return MODELS.get(cfg.name).build(

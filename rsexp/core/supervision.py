@@ -82,13 +82,15 @@ class ReasoningSupervision(nn.Module):
     L_temporal (paper §2.3), as rsexp's training step computes it.
 
     Args:
-        lambda_s, lambda_t: the weights of the spatial and temporal terms.
+        lambda_s: the weight of the spatial term.
+        lambda_t: the weight of the temporal term.
         tau: the temporal loss's softmax temperature.
         segments: the views' segments (:meth:`views` uses them).
         guidance_grid: g, the guidance masks' g x g grid.
         eps: the paper's stability constant.
-        consensus, consensus_power: the temporal consensus (``"mean"``: the paper;
-            ``"sharpened"``: the released code).
+        consensus: the temporal consensus (``"mean"``: the paper; ``"sharpened"``: the
+            released code).
+        consensus_power: the sharpened consensus's exponent.
         attn_to_grid: how K patches map onto the N = g * g cells when K != N
             (``"area"`` pooling, or the paper's ``"pad_truncate"``).
 
