@@ -12,11 +12,10 @@ Trainer's log lines (``loss/ce``, ``loss/spatial``, ``loss/temporal``). Needs
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 
 import transformers
-from synthetic_clips import GRID, GuidedClips, tiny_timesformer
+from synthetic_clips import GRID, GuidedClips, parse_args, tiny_timesformer
 
 import rsexp
 
@@ -46,11 +45,7 @@ class RSTrainer(transformers.Trainer):
 
 def main(argv=None) -> list[dict[str, float]]:
     """Train; returns each epoch's log line (``loss`` and the RS terms)."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--hf-path", default="", help="a save_pretrained TimeSformer folder")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--clips", type=int, default=128)
-    args = p.parse_args(argv)
+    args = parse_args(__doc__, argv)
     data = GuidedClips(args.clips)
     steps = -(-len(data) // 16)  # log once per epoch
     with tempfile.TemporaryDirectory() as out:
@@ -58,7 +53,7 @@ def main(argv=None) -> list[dict[str, float]]:
             model=tiny_timesformer(args.hf_path),
             args=transformers.TrainingArguments(
                 output_dir=out, num_train_epochs=args.epochs, per_device_train_batch_size=16,
-                learning_rate=1e-3, logging_steps=steps, save_strategy="no", report_to=[],
+                learning_rate=args.lr, logging_steps=steps, save_strategy="no", report_to=[],
                 remove_unused_columns=False, seed=0, disable_tqdm=True, use_cpu=True,
             ),
             train_dataset=data,

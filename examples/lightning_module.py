@@ -11,11 +11,9 @@ per epoch. Needs ``lightning`` (rsexp's ``dev`` extra installs it).
 
 from __future__ import annotations
 
-import argparse
-
 import lightning as L
 import torch
-from synthetic_clips import GRID, GuidedClips, tiny_timesformer
+from synthetic_clips import GRID, GuidedClips, parse_args, tiny_timesformer
 
 import rsexp
 
@@ -51,11 +49,7 @@ class EpochTerms(L.Callback):
 
 
 def main(argv=None) -> list[dict[str, float]]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--hf-path", default="", help="a save_pretrained TimeSformer folder")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--clips", type=int, default=128)
-    args = p.parse_args(argv)
+    args = parse_args(__doc__, argv)
     L.seed_everything(0, verbose=False)
     loader = torch.utils.data.DataLoader(GuidedClips(args.clips), batch_size=16, shuffle=True)
     terms = EpochTerms()
@@ -64,7 +58,7 @@ def main(argv=None) -> list[dict[str, float]]:
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         callbacks=[terms],
     )  # fmt: skip
-    trainer.fit(RSVideoModule(tiny_timesformer(args.hf_path)), loader)
+    trainer.fit(RSVideoModule(tiny_timesformer(args.hf_path), lr=args.lr), loader)
     for epoch, h in enumerate(terms.history, 1):
         print(f"epoch {epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in sorted(h.items())))
     return terms.history

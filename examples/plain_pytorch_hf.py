@@ -12,22 +12,15 @@ per epoch.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from synthetic_clips import GRID, GuidedClips, tiny_timesformer
+from synthetic_clips import GRID, GuidedClips, parse_args, tiny_timesformer
 
 import rsexp
 
 
 def main(argv=None) -> list[dict[str, float]]:
     """Train; returns each epoch's mean loss terms."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--hf-path", default="", help="a save_pretrained TimeSformer folder")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--clips", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    args = p.parse_args(argv)
+    args = parse_args(__doc__, argv)
     torch.manual_seed(0)
     data = GuidedClips(args.clips)
     loader = torch.utils.data.DataLoader(data, batch_size=16, shuffle=True)

@@ -8,6 +8,8 @@ JSON, the video's id, the frame numbers the clip sampled). Swap this file for yo
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import torch
 
@@ -59,3 +61,13 @@ def tiny_timesformer(hf_path: str = ""):
     )  # fmt: skip
     torch.manual_seed(0)
     return transformers.TimesformerForVideoClassification(config)
+
+
+def parse_args(doc: str, argv=None) -> argparse.Namespace:
+    """The examples' options: ``--hf-path``, ``--epochs``, ``--clips``, ``--lr``."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--hf-path", default="", help="a save_pretrained TimeSformer folder")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--clips", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    return p.parse_args(argv)
