@@ -3,9 +3,9 @@ adapters behind :func:`~rsexp.core.tap.attention_tap`.
 
 A :class:`TapSite` names the attention module to hook, how the CLS query's softmax row
 is recomputed from that module's input and weights (``rows``), and how the rows become
-``[B, T, K]`` (``arrange``). rsexp's own models and timm ViTs are registered here,
-Hugging Face's TimeSformer, ViViT and VideoMAE in :mod:`rsexp.core.hf_video`, others with
-:func:`register_tap`.
+``[B, T, K]`` (``arrange``). timm ViTs are registered here, rsexp's own models in
+:mod:`rsexp.core.models.taps`, Hugging Face's TimeSformer, ViViT and VideoMAE in
+:mod:`rsexp.core.hf_video`, others with :func:`register_tap`.
 """
 
 from __future__ import annotations
@@ -156,41 +156,13 @@ def per_slot(rows: torch.Tensor, slots: int, tubelet: int, prefix: int = 1) -> t
     return slot.repeat_interleave(tubelet, dim=1) if tubelet > 1 else slot
 
 
-# ---------------------------------------------------------------------- rsexp's, timm's
-def _rsexp_site(model: nn.Module, layer: int) -> TapSite:
-    from rsexp.core.models.factorised import FactorisedVideoViT
-
-    if isinstance(getattr(model, "frame_vit", None), nn.Module):  # TSViT on a timm ViT
-        site = _timm_site(model.frame_vit, layer)
-        prefix = model.frame_vit.num_prefix_tokens
-        return TapSite(site.module, site.rows, lambda rows, batch: per_frame(rows, batch, prefix))
-    blk = pick_layer(model.blocks, layer, type(model).__name__)
-    if isinstance(model, FactorisedVideoViT):
-        # the frame encoder runs on [B*T', 1+K, D]: one row per (tubelet-)frame
-        def arrange(rows, batch):
-            a = per_frame(rows, batch)
-            return a.repeat_interleave(model.tubelet, dim=1) if model.tubelet > 1 else a
-    else:  # TimeSformer: spatial attention within each frame, [B*T, 1+K, D]
-
-        def arrange(rows, batch):
-            return per_frame(rows, batch)
-
-    return TapSite(blk.attn, fused_qkv_rows, arrange)
-
-
-def _is_rsexp(model: nn.Module) -> bool:
-    from rsexp.core.models.factorised import FactorisedVideoViT
-    from rsexp.core.models.timesformer import TimeSformer
-
-    return isinstance(model, (FactorisedVideoViT, TimeSformer))
-
-
+# ---------------------------------------------------------------------- timm's
 def _is_timm_vit(model: nn.Module) -> bool:
     vit = sys.modules.get("timm.models.vision_transformer")  # a timm model: timm is loaded
     return vit is not None and isinstance(model, vit.VisionTransformer)
 
 
-def _timm_site(model: nn.Module, layer: int) -> TapSite:
+def timm_site(model: nn.Module, layer: int) -> TapSite:
     """A timm ViT on images [B, 3, H, W] (or a batch of frames): [B, 1, K]; its prefix
     tokens (CLS, registers) are dropped."""
     blk = pick_layer(model.blocks, layer, type(model).__name__)
@@ -202,5 +174,4 @@ def _timm_site(model: nn.Module, layer: int) -> TapSite:
     return TapSite(blk.attn, fused_qkv_rows, arrange)
 
 
-register_tap("timm.vit", _is_timm_vit, _timm_site)
-register_tap("rsexp", _is_rsexp, _rsexp_site)
+register_tap("timm.vit", _is_timm_vit, timm_site)

@@ -5,7 +5,10 @@ segments)``.
 """
 
 import rsexp.core._timm  # noqa: F401  (first: timm without wandb)
-from rsexp.core.models import builders  # noqa: F401  (registers the models)
+from rsexp.core.models import (
+    builders,  # noqa: F401  (registers the models)
+    taps,  # noqa: F401  (how attention_tap reads them)
+)
 from rsexp.core.models.factorised import FactorisedVideoViT
 from rsexp.core.models.output import VideoOutput
 from rsexp.core.models.timesformer import TimeSformer, load_pretrained
