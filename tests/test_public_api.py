@@ -247,6 +247,25 @@ def test_model_name_hf_gives_the_wrapped_models_logits(hf_folders):
     assert torch.equal(out.logits, ref)
     assert out.attn.shape == (B, T, 16)
     torch.testing.assert_close(out.attn.sum(-1), torch.ones(B, T))
+    # a processor file: frames renormalised to its statistics and resized to its size
+    import json
+    import shutil
+
+    folder = hf_folders["timesformer"].parent / "with-processor"
+    shutil.copytree(hf_folders["timesformer"], folder, dirs_exist_ok=True)
+    stats = {"image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.25, 0.3]}
+    (folder / "preprocessor_config.json").write_text(json.dumps(stats))
+    cfg = ModelConfig(name="hf", hf=HfConfig(path=str(folder)))
+    model = create_model(cfg, num_classes=6, num_frames=T, img_size=2 * S).eval()
+    big = torch.randn(B, T, 3, 2 * S, 2 * S)
+    seen = model.prepare(big)
+    assert seen.shape == (B, T, 3, S, S)
+    mean, std = torch.tensor(stats["image_mean"]), torch.tensor(stats["image_std"])
+    want = (big * 0.225 + 0.45 - mean.view(1, 1, 3, 1, 1)) / std.view(1, 1, 3, 1, 1)
+    want = torch.nn.functional.interpolate(
+        want.flatten(0, 1), size=(S, S), mode="bilinear", antialias=True
+    ).unflatten(0, (B, T))
+    torch.testing.assert_close(seen, want)
     with pytest.raises(rsexp.core.settings.ConfigError, match="data.num_frames=8"):
         create_model(
             ModelConfig(name="hf", hf=HfConfig(path=str(hf_folders["vivit"]))),

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from rsexp.core.attn_grid import AttentionToGrid
+from rsexp.core.frames import FrameNorm
 from rsexp.core.hf_video import (
     FAMILIES,
     base_model,
@@ -42,9 +43,9 @@ class HFVideoModel(nn.Module):
     The clip logits are the classifier's own; the supervised layer's attention is
     tapped (:func:`~rsexp.core.tap.attention_tap`) and pooled onto the guidance grid;
     the immediate / contextual views run through
-    :func:`~rsexp.core.hf_video.hf_view_logits`. Frames come in
-    as rsexp's data gives them (normalised with ``rsexp_mean`` / ``rsexp_std``) and are
-    renormalised with the model's processor statistics and resized to its frame size.
+    :func:`~rsexp.core.hf_video.hf_view_logits`. Frames come in as rsexp's data gives
+    them and are renormalised with the processor's ``mean`` / ``std``
+    (:class:`~rsexp.core.frames.FrameNorm`) and resized to the model's frame size.
     """
 
     def __init__(
@@ -57,8 +58,6 @@ class HFVideoModel(nn.Module):
         attn_to_grid: str = "area",
         mean=None,
         std=None,
-        rsexp_mean=(0.45, 0.45, 0.45),
-        rsexp_std=(0.225, 0.225, 0.225),
     ):
         super().__init__()
         self.net = net
@@ -70,13 +69,7 @@ class HFVideoModel(nn.Module):
         self.patch_grid = (side, side)
         self.to_grid = AttentionToGrid(self.patch_grid, (guidance_grid,) * 2, attn_to_grid)
         self.tap = AttentionTap(net, attn_layer)
-        # x_model = (x * rsexp_std + rsexp_mean - mean) / std, as one scale and shift
-        mean = torch.tensor(rsexp_mean if mean is None else mean).view(1, 1, 3, 1, 1)
-        std = torch.tensor(rsexp_std if std is None else std).view(1, 1, 3, 1, 1)
-        r_mean = torch.tensor(rsexp_mean).view(1, 1, 3, 1, 1)
-        r_std = torch.tensor(rsexp_std).view(1, 1, 3, 1, 1)
-        self.register_buffer("scale", r_std / std, persistent=False)
-        self.register_buffer("shift", (r_mean - mean) / std, persistent=False)
+        self.frame_norm = FrameNorm(mean, std)  # the processor's statistics
 
     def no_weight_decay(self) -> set[str]:
         names = ("cls_token", "position_embeddings", "time_embeddings")
@@ -84,7 +77,7 @@ class HFVideoModel(nn.Module):
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, C, H, W] rsexp frames -> the model's normalisation and frame size."""
-        x = x * self.scale + self.shift
+        x = self.frame_norm(x)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             B, T = x.shape[:2]
             x = torch.nn.functional.interpolate(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-MEAN = torch.tensor([0.45, 0.45, 0.45]).view(1, 3, 1, 1)
-STD = torch.tensor([0.225, 0.225, 0.225]).view(1, 3, 1, 1)
+from rsexp.core.frames import FRAME_MEAN, FRAME_STD
+
+MEAN = torch.tensor(FRAME_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(FRAME_STD).view(1, 3, 1, 1)
 
 
 def to_float(video: torch.Tensor) -> torch.Tensor:

@@ -21,30 +21,13 @@ import torch
 from torch import nn
 
 from rsexp.core.attn_grid import AttentionToGrid
+from rsexp.core.frames import FrameNorm
 from rsexp.core.models.factorised import FactorisedVideoViT
 from rsexp.core.settings import ConfigError, ModelConfig
 from rsexp.core.tap import AttentionTap
 
 # timm modules whose models are VisionTransformer (or subclasses with its blocks)
 VIT_FAMILIES = ("timm.models.vision_transformer", "timm.models.deit")
-RSEXP_MEAN, RSEXP_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
-
-
-class FrameNorm(nn.Module):
-    """rsexp's normalised frames (mean 0.45, std 0.225) -> another model's statistics,
-    as one scale and shift: ``x' = (x * rsexp_std + rsexp_mean - mean) / std``."""
-
-    def __init__(self, mean=None, std=None):
-        super().__init__()
-        r_mean = torch.tensor(RSEXP_MEAN).view(1, 1, 3, 1, 1)
-        r_std = torch.tensor(RSEXP_STD).view(1, 1, 3, 1, 1)
-        mean = r_mean if mean is None else torch.tensor(mean).view(1, 1, 3, 1, 1)
-        std = r_std if std is None else torch.tensor(std).view(1, 1, 3, 1, 1)
-        self.register_buffer("scale", r_std / std, persistent=False)
-        self.register_buffer("shift", (r_mean - mean) / std, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale + self.shift  # [B, T, C, H, W]
 
 
 def timm_name(cfg: ModelConfig) -> str:
