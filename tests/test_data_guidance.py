@@ -174,3 +174,42 @@ def test_every_registered_dataset_keeps_the_dataset_contract(tmp_path):
             continue
         raw = build_raw(spec.name, cfg.data, 4)
         assert len(raw.train.ids) and raw.class_names and raw.digest
+
+
+def test_runs_started_together_never_read_a_half_written_exact_guidance(tmp_path, monkeypatch):
+    """Confirmation and paper jobs start together on one data root: each writes or reads
+    the generated data's exact guidance. With every file write slowed down, four at once
+    all get the whole store (CI once saw one find the metadata but not the file)."""
+    import threading
+    import time
+
+    import rsexp.guidance.store as store_mod
+    from rsexp.config import load_config
+    from rsexp.experiment.inputs import load_guidance
+
+    real = store_mod.write_atomic
+
+    def slow(path, text):
+        time.sleep(0.05)
+        real(path, text)
+
+    monkeypatch.setattr(store_mod, "write_atomic", slow)
+    data = generate_split(6, num_frames=4, size=16, grid=4, num_classes=2, num_distractors=0,
+                          object_size=4, noise=0.0, seed=0, prefix="t")  # fmt: skip
+    cfg = load_config(None, [])
+    path = tmp_path / "synthetic" / "guidance.json"
+    got, errors = [], []
+
+    def one():
+        try:
+            got.append(load_guidance(cfg, path, (data.video_ids, data.cells))[0])
+        except (OSError, ValueError) as e:  # what a torn read raises
+            errors.append(e)
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(got) == 4
+    assert all(set(s.regions) == set(data.video_ids) for s in got)

@@ -56,10 +56,18 @@ def load_guidance(cfg: Config, default_path: Path, exact=None) -> tuple[Guidance
     ``lambda_s = 0`` may go on."""
     g = cfg.guidance
     path = Path(g.path) if g.path else default_path
-    if not g.path and exact is not None and not meta_path(path).is_file():
-        # (re)written with its metadata record: a file from before frame-key
-        # conventions were recorded had none, and its keys were frame numbers
-        GuidanceStore.from_masks(*exact, grid=g.grid).save(path, {"annotator": "exact"})
+    if not g.path and exact is not None:
+        from filelock import FileLock
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # one writer at a time: runs started together on the same data root (sweep
+        # workers, confirmation and paper jobs) must not read a half-written pair
+        with FileLock(path.parent / ".guidance.lock"):
+            if not meta_path(path).is_file():
+                # (re)written with its metadata record: a file from before frame-key
+                # conventions were recorded had none, and its keys were frame numbers
+                store = GuidanceStore.from_masks(*exact, grid=g.grid)
+                store.save(path, {"annotator": "exact"})
     if path.is_file():
         return GuidanceStore.load(path, g.grid, g.frame_keys, g.frames_per_video), path
     if cfg.loss.lambda_s == 0:

@@ -170,8 +170,8 @@ class GuidanceStore:
         }
 
     def save(self, path: str | Path, meta: dict | None = None) -> None:
-        """Write the released format and its metadata record, each atomically (temp
-        file + ``os.replace``)."""
+        """Write the released format, then its metadata record, each atomically (temp
+        file + ``os.replace``): a metadata record says its file is complete."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         record = {
@@ -181,8 +181,8 @@ class GuidanceStore:
             "frames_per_video": self.positions,
             "grid": self.grid,
         }
-        write_atomic(meta_path(path), json.dumps(record, indent=1))
         write_atomic(path, json.dumps(self.to_json()))
+        write_atomic(meta_path(path), json.dumps(record, indent=1))
 
     @classmethod
     def from_masks(cls, video_ids, masks: np.ndarray, grid: int) -> GuidanceStore:
