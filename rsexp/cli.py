@@ -52,7 +52,9 @@ EXAMPLES = {
     "sweep": """examples:
   rsexp sweep --config sweeps/synthetic.yaml --workers 2
   rsexp sweep --config sweeps/ucf50.yaml --trials 40 --storage postgresql://u:p@db/rs
-  rsexp sweep --config sweeps/ucf50.yaml --storage postgresql://u:p@db/rs --trials-only""",
+  rsexp sweep --config sweeps/ucf50.yaml --storage postgresql://u:p@db/rs --trials-only
+  rsexp sweep --config sweeps/ucf50.yaml --storage postgresql://u:p@db/rs --workers 8 \
+      --launcher slurm sweep.slurm.partition=gpu""",
     "paper": """examples:
   rsexp paper --config sweeps/ucf50.yaml --models tsvit,vivit --seeds 3 --workers 2
   rsexp paper --config sweeps/ucf50.yaml --models 'timesformer*' --checkpoint k400.pyth""",
@@ -125,6 +127,10 @@ def _parser() -> argparse.ArgumentParser:
                 help="dotted key=value overrides after the options, e.g. loss.tau=0.5",
             )
 
+    def launcher(c):
+        c.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                       help="this machine, or Slurm jobs (sweep.slurm.*)")  # fmt: skip
+
     def verbose(c):
         c.add_argument("--verbose", "-v", action="store_true",
                        help="print the whole resolved config first")  # fmt: skip
@@ -188,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
         help="run trials, leave the confirmation runs and tables to the study's other "
         "machine (several machines, one study)",
     )
+    launcher(sw)
     verbose(sw)
     sw.add_argument("overrides", nargs="*",
                     help="dotted key=value overrides, e.g. sweep.epochs=10")  # fmt: skip
@@ -321,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                     study_name=args.study,
                     reports=args.reports,
                     trials_only=args.trials_only,
+                    launcher=args.launcher,
                     console=console,
                 )
             except SweepStopped as e:

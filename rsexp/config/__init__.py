@@ -38,7 +38,7 @@ from rsexp.config.schema import (
     WandbConfig,
     parse_frame_keys,
 )
-from rsexp.config.space import Dimension, SweepConfig, paper_space
+from rsexp.config.space import Dimension, SlurmConfig, SweepConfig, paper_space
 
 __all__ = [
     "Config",
@@ -54,6 +54,7 @@ __all__ = [
     "OptimConfig",
     "OverlayConfig",
     "SegmentsConfig",
+    "SlurmConfig",
     "SweepConfig",
     "SyntheticConfig",
     "TrackConfig",

@@ -1,0 +1,199 @@
+"""``--launcher slurm`` against a real single-node Slurm (tests/slurm_cluster.py starts
+munged, slurmdbd, slurmctld and slurmd on 127.0.0.1 for this module and stops them):
+a sweep's workers as one job array whose trials sacct lists as COMPLETED jobs, a
+cancelled worker's trial continued from its checkpoint, Ctrl-C cancelling the jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import slurm_cluster
+from optuna.trial import TrialState
+
+from rsexp.cli import main
+from rsexp.sweep.study import counts
+from rsexp.track.local import read_metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = str(ROOT / "sweeps" / "synthetic.yaml")
+STUDY = "synthetic-tsvit"
+# one CPU, 1 GB and no GPU per job: the test node has 2 CPUs and 8 GB
+ON_SLURM = [
+    "sweep.slurm.gpus_per_worker=0",
+    "sweep.slurm.cpus_per_worker=1",
+    "sweep.slurm.mem_gb=1",
+    "sweep.slurm.time=10",
+    "sweep.heartbeat_interval=1",
+    "sweep.grace_period=3",
+    "sweep.confirm_seeds=[0]",
+    "sweep.ablation_seeds=[0]",
+    "track.backends=[]",
+]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    slurm_cluster.install()
+    why = slurm_cluster.missing()
+    if why:
+        pytest.skip(f"no test Slurm cluster: {why}")
+    c = slurm_cluster.Cluster(tmp_path_factory.mktemp("slurm"))
+    before = os.environ.get("SLURM_CONF")
+    try:
+        c.start()
+        os.environ["SLURM_CONF"] = str(c.conf)  # sbatch, sacct, scancel: this cluster's
+        yield c
+    finally:
+        if before is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = before
+        c.stop()
+
+
+@pytest.fixture
+def postgres():
+    """A database of its own on the local PostgreSQL server, dropped afterwards."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    name = f"rsexp_slurm_{uuid.uuid4().hex[:8]}"
+    try:
+        conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres",
+                                connect_timeout=3)  # fmt: skip
+    except psycopg2.OperationalError as e:
+        pytest.skip(f"no PostgreSQL server reachable on 127.0.0.1:5432 ({e})")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    conn.close()
+
+
+def wait_for(what: str, predicate, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def sacct_state(cluster, job: str) -> str:
+    return cluster.run("sacct", "-j", job, "-n", "-X", "-P", "-o", "State").strip()
+
+
+def queue(cluster) -> list[str]:
+    return cluster.run("squeue", "-h", "-o", "%i %T").split()
+
+
+def driver(args: list[str], log: Path) -> subprocess.Popen:
+    """``rsexp sweep`` in a process of its own, as a user starts it."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rsexp.cli",
+            "sweep",
+            "--config",
+            CONFIG,
+            "--launcher",
+            "slurm",
+            *args,
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+
+
+def test_slurm_refuses_a_sqlite_study_and_names_the_fix(tiny, tmp_path, capsys):
+    code = main(["sweep", "--config", CONFIG, "--launcher", "slurm", *tiny, *ON_SLURM])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2
+    assert "SQLite file on this machine" in err and "--storage postgresql://" in err
+    assert "sweep.slurm.allow_sqlite=true" in err
+
+
+def test_a_two_worker_slurm_sweep_ends_with_its_budget_and_tables(
+    cluster, postgres, tiny, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    args = ["--trials", "2", "--workers", "2", "--storage", postgres, *tiny, *ON_SLURM,
+            "sweep.epochs=1"]  # fmt: skip
+    assert main(["sweep", "--config", CONFIG, "--launcher", "slurm", *args]) == 0
+    trials = optuna.load_study(study_name=STUDY, storage=postgres).get_trials()
+    assert len(counts(trials)) == 2 and len(trials) == 2
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    jobs = {t.user_attrs["slurm_job"] for t in trials}
+    assert all("_" in j for j in jobs)  # tasks of the job array
+    for job in jobs:  # the worker jobs ended well, as Slurm's accounting says
+        assert sacct_state(cluster, job) == "COMPLETED", job
+    sweep = tmp_path / "runs" / "synthetic" / f"sweep-{STUDY}"
+    info = json.loads((sweep / "reports" / "sweep.json").read_text())
+    assert info["best_trial"] in {t.number for t in trials}
+    assert "| TSViT + RS |" in (sweep / "reports" / "comparison.md").read_text()
+    # the confirmation runs were Slurm jobs too, each finished in its folder
+    confirm = sorted((sweep / "confirm").iterdir())
+    assert len(confirm) >= 3
+    for run in confirm:
+        assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+    logs = list((sweep / "slurm").glob("*_log.out"))
+    assert len(logs) >= len(jobs) + len(confirm)
+    assert not queue(cluster)
+
+
+def test_a_cancelled_worker_job_is_replaced_and_its_trial_continues(
+    cluster, postgres, tiny, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    slow = ["data.synthetic.num_train=96", "sweep.epochs=5", "sweep.pruner=none"]
+    args = ["--trials", "1", "--workers", "1", "--trials-only", "--storage", postgres,
+            *tiny, *ON_SLURM, *slow]  # fmt: skip
+    proc = driver(args, tmp_path / "driver.log")
+    run_dir = tmp_path / "runs" / "synthetic" / f"sweep-{STUDY}" / "trial-0000"
+    wait_for("trial 0's second epoch", lambda: len(read_metrics(run_dir)) >= 2, 150)
+    study = optuna.load_study(study_name=STUDY, storage=postgres)
+    job = study.get_trials()[0].user_attrs["slurm_job"]
+    cluster.run("scancel", job)
+    assert proc.wait(timeout=240) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    assert sacct_state(cluster, job).startswith("CANCELLED")
+    trials = study.get_trials()
+    first, rerun = trials[0], trials[-1]
+    assert first.state == TrialState.FAIL and first.user_attrs.get("interrupted")
+    assert rerun.state == TrialState.COMPLETE and rerun.user_attrs["run_dir"] == str(run_dir)
+    assert rerun.user_attrs["slurm_job"] != job  # a job submitted in place of the first
+    assert sacct_state(cluster, rerun.user_attrs["slurm_job"]) == "COMPLETED"
+    assert len(counts(trials)) == 1
+    # continued from its checkpoint: each epoch logged once, in order
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2, 3, 4, 5]
+    assert "resubmitted the worker" in (tmp_path / "driver.log").read_text()
+
+
+def test_ctrl_c_of_the_driver_cancels_its_jobs(cluster, postgres, tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    slow = ["data.synthetic.num_train=96", "sweep.epochs=20", "sweep.pruner=none"]
+    args = ["--trials", "2", "--workers", "2", "--trials-only", "--storage", postgres,
+            *tiny, *ON_SLURM, *slow]  # fmt: skip
+    proc = driver(args, tmp_path / "driver.log")
+    wait_for("two running worker jobs", lambda: queue(cluster).count("RUNNING") == 2, 90)
+    first = tmp_path / "runs" / "synthetic" / f"sweep-{STUDY}" / "trial-0000"
+    wait_for("trial 0's first epoch", lambda: read_metrics(first), 120)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, (tmp_path / "driver.log").read_text()[-3000:]
+    assert not queue(cluster)  # the driver waited until its jobs had left the queue
+    out = (tmp_path / "driver.log").read_text()
+    assert "cancelling the Slurm jobs" in out and "run the same command again" in out
+    trials = optuna.load_study(study_name=STUDY, storage=postgres).get_trials()
+    shown = [(t.number, t.state.name, t.user_attrs) for t in trials]
+    assert all(t.state != TrialState.RUNNING for t in trials), shown
+    assert trials[0].user_attrs.get("interrupted"), (shown, out[-3000:])
