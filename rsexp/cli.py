@@ -145,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
         help="stop (checkpointed) after this epoch; continue with rsexp resume",
     )
     t.add_argument("--nproc", type=int, default=1, help=NPROC_HELP)
+    launcher(t)
     verbose(t)
     t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. loss.tau=0.5")
 
@@ -214,6 +215,7 @@ def _parser() -> argparse.ArgumentParser:
     pa.add_argument("--seeds", type=int, default=3, help="seeds per row (0 .. N-1)")
     pa.add_argument("--checkpoint", default=None, help="local Kinetics-400 TimeSformer weights")
     pa.add_argument("--workers", type=int, default=1, help="runs at once on this machine")
+    launcher(pa)
     verbose(pa)
     pa.add_argument("overrides", nargs="*",
                     help="dotted key=value overrides, e.g. train.epochs=30")  # fmt: skip
@@ -293,7 +295,12 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.config, args.overrides)
             if args.verbose:
                 _print_config(console, cfg)
-            train(cfg, run_dir=args.run_dir, until_epoch=args.until_epoch, console=console)
+            if args.launcher == "slurm":
+                from rsexp.grid.on_slurm import train_on_slurm
+
+                train_on_slurm(cfg, args.run_dir, args.until_epoch, console)
+            else:
+                train(cfg, run_dir=args.run_dir, until_epoch=args.until_epoch, console=console)
         elif args.command == "resume":
             from rsexp.experiment import resume
 
@@ -346,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                 seeds=args.seeds,
                 checkpoint=args.checkpoint,
                 workers=args.workers,
+                launcher=args.launcher,
                 console=console,
             )
         elif args.command == "prepare":

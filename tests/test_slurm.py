@@ -165,8 +165,9 @@ def test_a_cancelled_worker_job_is_replaced_and_its_trial_continues(
     study = optuna.load_study(study_name=STUDY, storage=postgres)
     job = study.get_trials()[0].user_attrs["slurm_job"]
     cluster.run("scancel", job)
+    wait_for("the job cancelled", lambda: sacct_state(cluster, job).startswith("CANCELLED"))
+    before = read_metrics(run_dir)  # what the cancelled job had logged
     assert proc.wait(timeout=240) == 0, (tmp_path / "driver.log").read_text()[-3000:]
-    assert sacct_state(cluster, job).startswith("CANCELLED")
     trials = study.get_trials()
     first, rerun = trials[0], trials[-1]
     assert first.state == TrialState.FAIL and first.user_attrs.get("interrupted")
@@ -174,8 +175,11 @@ def test_a_cancelled_worker_job_is_replaced_and_its_trial_continues(
     assert rerun.user_attrs["slurm_job"] != job  # a job submitted in place of the first
     assert sacct_state(cluster, rerun.user_attrs["slurm_job"]) == "COMPLETED"
     assert len(counts(trials)) == 1
-    # continued from its checkpoint: each epoch logged once, in order
-    assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2, 3, 4, 5]
+    # continued from its checkpoint: the first job's epochs kept as they were (a run
+    # started again would log new times and losses), each epoch logged once, in order
+    after = read_metrics(run_dir)
+    assert 2 <= len(before) < 5 and after[: len(before)] == before
+    assert [r["epoch"] for r in after] == [1, 2, 3, 4, 5]
     assert "resubmitted the worker" in (tmp_path / "driver.log").read_text()
 
 
@@ -197,3 +201,34 @@ def test_ctrl_c_of_the_driver_cancels_its_jobs(cluster, postgres, tiny, tmp_path
     shown = [(t.number, t.state.name, t.user_attrs) for t in trials]
     assert all(t.state != TrialState.RUNNING for t in trials), shown
     assert trials[0].user_attrs.get("interrupted"), (shown, out[-3000:])
+
+
+def slurm_job_ids(folder: Path) -> set[str]:
+    """The jobs submitit ran from ``folder``, by their log files' names
+    (``<job>_<task>_log.out``, ``<array>_<index>_<task>_log.out``)."""
+    return {p.name.split("_")[0] for p in folder.glob("*_log.out")}
+
+
+def test_train_and_paper_run_as_slurm_jobs(cluster, tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    on_slurm = [o for o in ON_SLURM if o.startswith("sweep.slurm.")] + ["track.backends=[]"]
+    run_dir = tmp_path / "one-run"
+    args = ["--config", CONFIG, "--launcher", "slurm", "--run-dir", str(run_dir)]
+    assert main(["train", *args, *tiny, *on_slurm, "train.epochs=1"]) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
+    (job,) = slurm_job_ids(tmp_path / "runs" / "synthetic" / "slurm")
+    # the function returned before Slurm closed the job: COMPLETED once it has
+    wait_for("the job COMPLETED", lambda: sacct_state(cluster, job) != "RUNNING", 30)
+    assert sacct_state(cluster, job) == "COMPLETED"
+    args = ["--config", CONFIG, "--launcher", "slurm", "--models", "tsvit", "--seeds", "1"]
+    assert main(["paper", *args, *tiny, *on_slurm, "train.epochs=1"]) == 0
+    paper = tmp_path / "runs" / "synthetic" / "paper"
+    table1 = (paper / "reports" / "table1.md").read_text()
+    assert "| synthetic | TSViT |" in table1 and "| synthetic | TSViT + RS |" in table1
+    (array,) = slurm_job_ids(paper / "slurm")  # both rows' runs: one job array
+
+    def states():
+        return cluster.run("sacct", "-j", array, "-n", "-X", "-P", "-o", "State").split()
+
+    wait_for("the array's tasks ended", lambda: "RUNNING" not in states(), 30)
+    assert states() == ["COMPLETED", "COMPLETED"]

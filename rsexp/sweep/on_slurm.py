@@ -98,7 +98,7 @@ def run_trials_on_slurm(
                 if more():  # the first array, or trials queued after the workers left
                     submitted = jobs.submit(WORKER, [args] * workers)
                     ids = submitted[0].job_id.split("_")[0]
-                    live.console.print(f"submitted {workers} workers: Slurm job array {ids}")
+                    live.console.print(f"submitted {workers} worker(s): Slurm job {ids}")
                 elif not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                     live.update(view())
                     return
