@@ -22,7 +22,7 @@ MODELS ?= tsvit,vivit,timesformer,timesformer*
 SEEDS ?= 3
 CHECKPOINT ?=
 
-.PHONY: setup browser slurm train resume sweep paper guidance tables figures dashboard wandb-dashboard prepare test lint format bench bench-rs bench-guidance bench-segmentation bench-track bench-decode clean
+.PHONY: setup browser slurm train resume sweep paper guidance tables figures dashboard wandb-dashboard prepare test lint format bench bench-rs bench-guidance bench-segmentation bench-track bench-decode bench-scale clean
 
 setup: $(VENV)/.installed
 
@@ -112,6 +112,10 @@ bench-track: setup
 
 bench-decode: setup
 	$(BIN)/python benchmarks/decode.py $(ARGS)
+
+# one study's PostgreSQL storage with 1/4/16/32 simulated workers (docs/scale.md)
+bench-scale: setup
+	$(BIN)/python benchmarks/scale.py $(ARGS)
 
 clean:
 	rm -rf runs/bench runs/bench-guidance .pytest_cache
