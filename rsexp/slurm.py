@@ -46,6 +46,18 @@ def call(target: str, args: tuple):
     return getattr(importlib.import_module(module), name)(*args)
 
 
+def check_cluster() -> None:
+    """Slurm's client commands are here (a login node), before anything is created."""
+    import shutil
+
+    missing = [c for c in ("sbatch", "sacct", "scancel") if shutil.which(c) is None]
+    if missing:
+        raise ConfigError(
+            f"--launcher slurm: {', '.join(missing)} not found on this machine's PATH; "
+            "run the command on a node that submits Slurm jobs (a login node)"
+        )
+
+
 def refuse_sqlite(url: str, settings: SlurmConfig) -> None:
     """A SQLite study is a file on this machine: jobs on other nodes cannot lock it
     (and on a network disk its locking is not to be trusted)."""
@@ -101,11 +113,22 @@ class SlurmJobs:
 
     # -- follow
     def poll(self) -> list:
-        """Jobs that ended since the last poll (one ``sacct`` call for all of them)."""
+        """Jobs that ended since the last poll (one ``sacct`` call for all of them; on a
+        cluster without accounting, where sacct knows no job, one ``squeue``: a job no
+        longer queued has ended)."""
         live = self.live()
-        if live:
-            live[0].watcher.update()
-        ended = [j for j in live if self.state(j) in FINAL or j.paths.result_pickle.exists()]
+        if not live:
+            return []
+        live[0].watcher.update()
+        unknown = [j.job_id for j in live if self.state(j) == "UNKNOWN"]
+        queued = _queued(unknown) if unknown else set()
+        ended = [
+            j
+            for j in live
+            if self.state(j) in FINAL
+            or j.paths.result_pickle.exists()
+            or (self.state(j) == "UNKNOWN" and j.job_id not in queued)
+        ]
         self.ended |= {j.job_id for j in ended}
         return ended
 
@@ -129,7 +152,10 @@ class SlurmJobs:
         if job.paths.result_pickle.exists() and (e := job.exception()) is not None:
             lines = str(e).strip().splitlines()
             error = f": {lines[-1][:300]}" if lines else ""
-        return f"Slurm job {job.job_id} {self.state(job)}{error} (log: {job.paths.stderr})"
+        state = self.state(job)
+        if state == "UNKNOWN":
+            state = "ended, state unknown (sacct knows no job: is Slurm accounting on?)"
+        return f"Slurm job {job.job_id} {state}{error} (log: {job.paths.stderr})"
 
     def counts(self) -> dict[str, int]:
         """Live jobs by state, for the progress view."""
@@ -185,6 +211,19 @@ class SlurmJobs:
         if failed:
             raise JobFailed("runs failed:\n  " + "\n  ".join(failed))
         return results
+
+
+def _queued(ids: list[str]) -> set[str]:
+    """Which of ``ids`` (``<job>`` or ``<array>_<task>``) squeue still lists; all of them
+    when squeue cannot answer (a job is never taken for ended on no evidence)."""
+    import subprocess
+
+    arrays = sorted({i.split("_")[0] for i in ids})
+    cmd = ["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(arrays)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if p.returncode != 0 and "Invalid job id" not in p.stderr:
+        return set(ids)
+    return set(p.stdout.split())
 
 
 def specs_target(specs: dict[object, Spec]) -> str:

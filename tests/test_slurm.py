@@ -20,7 +20,7 @@ import slurm_cluster
 from optuna.trial import TrialState
 
 from rsexp.cli import main
-from rsexp.sweep.study import counts
+from rsexp.sweep.study import counts, retry_of
 from rsexp.track.local import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +96,15 @@ def queue(cluster) -> list[str]:
     return cluster.run("squeue", "-h", "-o", "%i %T").split()
 
 
-def driver(args: list[str], log: Path) -> subprocess.Popen:
+def worker_pids(cluster, job: str) -> list[int]:
+    """The Python processes of ``job`` on the node (scancel --signal=KILL would cancel the
+    job, SIGTERM first, rather than kill it)."""
+    lines = cluster.run("scontrol", "listpids", job).splitlines()[1:]
+    pids = [int(line.split()[0]) for line in lines if line.split()[0].isdigit()]
+    return [p for p in pids if b"submitit" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def driver(args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
     """``rsexp sweep`` in a process of its own, as a user starts it."""
     return subprocess.Popen(
         [
@@ -112,7 +120,7 @@ def driver(args: list[str], log: Path) -> subprocess.Popen:
         ],
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
-        env={**os.environ, "COLUMNS": "160"},
+        env={**os.environ, "COLUMNS": "160", **(env or {})},
     )
 
 
@@ -152,25 +160,45 @@ def test_a_two_worker_slurm_sweep_ends_with_its_budget_and_tables(
     assert not queue(cluster)
 
 
-def test_a_cancelled_worker_job_is_replaced_and_its_trial_continues(
-    cluster, postgres, tiny, tmp_path, monkeypatch
+@pytest.mark.parametrize("kill", [False, True], ids=["scancel", "SIGKILL-without-sacct"])
+def test_a_cancelled_or_killed_worker_job_is_replaced_and_its_trial_continues(
+    cluster, postgres, tiny, tmp_path, monkeypatch, kill
 ):
+    """scancel: the worker checkpoints its trial on the way out (SIGTERM takes the Ctrl-C
+    path). SIGKILL: nothing runs on the way out; the trial's heartbeat goes stale and it
+    is failed and re-run by the driver's stale-trial check. Either way a job submitted in
+    its place continues the trial's run from its checkpoint. The SIGKILL case also runs
+    the driver as on a cluster without accounting (its sacct fails): it tells that the
+    job ended from squeue."""
     monkeypatch.chdir(tmp_path)
     slow = ["data.synthetic.num_train=96", "sweep.epochs=5", "sweep.pruner=none"]
     args = ["--trials", "1", "--workers", "1", "--trials-only", "--storage", postgres,
             *tiny, *ON_SLURM, *slow]  # fmt: skip
-    proc = driver(args, tmp_path / "driver.log")
+    env = {}
+    if kill:
+        stub = tmp_path / "bin" / "sacct"
+        stub.parent.mkdir()
+        stub.write_text("#!/bin/sh\necho 'sacct: error: accounting is off' >&2\nexit 1\n")
+        stub.chmod(0o755)
+        env["PATH"] = f"{stub.parent}:{os.environ['PATH']}"
+    proc = driver(args, tmp_path / "driver.log", env)
     run_dir = tmp_path / "runs" / "synthetic" / f"sweep-{STUDY}" / "trial-0000"
     wait_for("trial 0's second epoch", lambda: len(read_metrics(run_dir)) >= 2, 150)
     study = optuna.load_study(study_name=STUDY, storage=postgres)
     job = study.get_trials()[0].user_attrs["slurm_job"]
-    cluster.run("scancel", job)
-    wait_for("the job cancelled", lambda: sacct_state(cluster, job).startswith("CANCELLED"))
-    before = read_metrics(run_dir)  # what the cancelled job had logged
+    if kill:  # as the OOM killer or a lost node would: the worker's processes, at once
+        for pid in worker_pids(cluster, job):
+            os.kill(pid, signal.SIGKILL)
+    else:
+        cluster.run("scancel", job)
+    wait_for("the job ended", lambda: sacct_state(cluster, job) not in ("RUNNING", "PENDING"))
+    before = read_metrics(run_dir)  # what the first job had logged
     assert proc.wait(timeout=240) == 0, (tmp_path / "driver.log").read_text()[-3000:]
     trials = study.get_trials()
     first, rerun = trials[0], trials[-1]
-    assert first.state == TrialState.FAIL and first.user_attrs.get("interrupted")
+    assert first.state == TrialState.FAIL
+    assert bool(first.user_attrs.get("interrupted")) is not kill  # checkpointed on the way
+    assert retry_of(rerun) == 0
     assert rerun.state == TrialState.COMPLETE and rerun.user_attrs["run_dir"] == str(run_dir)
     assert rerun.user_attrs["slurm_job"] != job  # a job submitted in place of the first
     assert sacct_state(cluster, rerun.user_attrs["slurm_job"]) == "COMPLETED"
@@ -180,7 +208,11 @@ def test_a_cancelled_worker_job_is_replaced_and_its_trial_continues(
     after = read_metrics(run_dir)
     assert 2 <= len(before) < 5 and after[: len(before)] == before
     assert [r["epoch"] for r in after] == [1, 2, 3, 4, 5]
-    assert "resubmitted the worker" in (tmp_path / "driver.log").read_text()
+    # the driver said the first job ended and how (a job in its place is submitted at
+    # once, or, while the killed trial still looked alive, once its heartbeat was stale)
+    said = " ".join((tmp_path / "driver.log").read_text().split())
+    how = "ended, state unknown (sacct knows no job" if kill else "CANCELLED"
+    assert f"Slurm job {job} {how}" in said, said[-2000:]
 
 
 def test_ctrl_c_of_the_driver_cancels_its_jobs(cluster, postgres, tiny, tmp_path, monkeypatch):

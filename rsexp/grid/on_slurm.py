@@ -15,12 +15,13 @@ from rich.markup import escape
 from rsexp.config import Config
 from rsexp.errors import ConfigError, Interrupted
 from rsexp.jobs import Spec
-from rsexp.slurm import SlurmJobs
+from rsexp.slurm import SlurmJobs, check_cluster
 
 
 def slurm_runner(cfg: Config, folder: Path, name: str):
     """A runner for :func:`rsexp.grid.grid.run_grid`: every run one task of a job array,
     submitit's files and the jobs' logs under ``folder``."""
+    check_cluster()
     return SlurmJobs(cfg.sweep.slurm, folder, name).run_all
 
 
@@ -51,6 +52,7 @@ def train_on_slurm(
             "cancelled one is checkpointed and continues with rsexp resume)"
         )
     preflight(cfg)  # a typo or a missing dataset: before any folder or job
+    check_cluster()
     runs = Path(cfg.train.runs_dir) / cfg.experiment
     rd = RunDir(Path(run_dir) if run_dir else runs / new_run_id(cfg))
     if rd.has_checkpoint():

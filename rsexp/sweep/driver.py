@@ -31,7 +31,7 @@ from rsexp.experiment.interrupts import signals_as_flags
 from rsexp.experiment.readout import epoch_metrics
 from rsexp.experiment.rundir import folder_lock
 from rsexp.jobs import Job, device_env, visible_gpus, worker_devices
-from rsexp.slurm import refuse_sqlite
+from rsexp.slurm import check_cluster, refuse_sqlite
 from rsexp.sweep import space as sp
 from rsexp.sweep.common import (
     PARENT_ATTR,
@@ -156,6 +156,7 @@ def sweep(
         )
     if launcher == "slurm":  # the nodes' GPUs are Slurm's to give; the study must be shared
         refuse_sqlite(storage or default_storage(cfg), cfg.sweep.slurm)
+        check_cluster()
         devices: list[str | None] = [None] * workers
     else:
         devices = worker_devices(cfg.sweep.devices, workers, visible_gpus(), cfg.sweep.nproc)
