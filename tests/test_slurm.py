@@ -124,6 +124,33 @@ def driver(args: list[str], log: Path, env: dict | None = None) -> subprocess.Po
     )
 
 
+def test_each_slurm_setting_reaches_sbatch(tmp_path):
+    """sweep.slurm.* as the job script's #SBATCH lines (no cluster needed): one GPU per
+    worker by default, sweep.nproc GPUs for a trial on several, none when asked."""
+    pytest.importorskip("submitit")
+    from rsexp.config import load_config
+    from rsexp.sweep.common import sweep_paths
+    from rsexp.sweep.on_slurm import slurm_jobs
+
+    def script(overrides: list[str]) -> set[str]:
+        cfg = load_config(CONFIG, [f"train.runs_dir={tmp_path}", *overrides])
+        jobs = slurm_jobs(cfg, sweep_paths(cfg, STUDY), "worker")
+        text = jobs.executor._executor._make_submission_file_text("true", "uid")
+        return {line.removeprefix("#SBATCH ") for line in text.splitlines()}
+
+    lines = script([
+        "sweep.slurm.partition=gpu", "sweep.slurm.account=lab", "sweep.slurm.qos=high",
+        "sweep.slurm.time=90", "sweep.slurm.mem_gb=64", "sweep.slurm.cpus_per_worker=6",
+        "sweep.slurm.extra={constraint: a100}",
+    ])  # fmt: skip
+    assert {"--partition=gpu", "--account=lab", "--qos=high", "--time=90", "--mem=64GB",
+            "--cpus-per-task=6", "--constraint=a100", "--gpus-per-node=1",
+            f"--job-name=rsexp-{STUDY}-worker"} <= lines  # fmt: skip
+    assert not any(line.startswith("--partition") for line in script([]))  # the default one
+    assert "--gpus-per-node=4" in script(["sweep.nproc=4"])
+    assert not any(line.startswith("--gpus") for line in script(["sweep.slurm.gpus_per_worker=0"]))
+
+
 def test_slurm_refuses_a_sqlite_study_and_names_the_fix(tiny, tmp_path, capsys):
     code = main(["sweep", "--config", CONFIG, "--launcher", "slurm", *tiny, *ON_SLURM])
     err = " ".join(capsys.readouterr().err.split())
