@@ -198,7 +198,8 @@ def test_a_cancelled_or_killed_worker_job_is_replaced_and_its_trial_continues(
     the driver as on a cluster without accounting (its sacct fails): it tells that the
     job ended from squeue."""
     monkeypatch.chdir(tmp_path)
-    slow = ["data.synthetic.num_train=96", "sweep.epochs=5", "sweep.pruner=none"]
+    # 12 short epochs: the job is stopped after the second, long before the last
+    slow = ["data.synthetic.num_train=96", "sweep.epochs=12", "sweep.pruner=none"]
     args = ["--trials", "1", "--workers", "1", "--trials-only", "--storage", postgres,
             *tiny, *ON_SLURM, *slow]  # fmt: skip
     env = {}
@@ -233,8 +234,8 @@ def test_a_cancelled_or_killed_worker_job_is_replaced_and_its_trial_continues(
     # continued from its checkpoint: the first job's epochs kept as they were (a run
     # started again would log new times and losses), each epoch logged once, in order
     after = read_metrics(run_dir)
-    assert 2 <= len(before) < 5 and after[: len(before)] == before
-    assert [r["epoch"] for r in after] == [1, 2, 3, 4, 5]
+    assert 2 <= len(before) < 12 and after[: len(before)] == before
+    assert [r["epoch"] for r in after] == list(range(1, 13))
     # the driver said the first job ended and how (a job in its place is submitted at
     # once, or, while the killed trial still looked alive, once its heartbeat was stale)
     said = " ".join((tmp_path / "driver.log").read_text().split())
