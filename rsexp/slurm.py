@@ -8,7 +8,8 @@ strings), pickled by submitit into ``<folder>/``, where its logs also go. The no
 see rsexp's Python environment and the runs folder (a shared disk), as on any cluster.
 
 States come from ``sacct`` (Slurm accounting): one call per poll for every job. A job
-is over when sacct says a final state or submitit's result file exists.
+is over when sacct says a final state, when submitit's result file exists, or, where
+sacct knows no job (a cluster without accounting), when ``squeue`` no longer lists it.
 """
 
 from __future__ import annotations
@@ -165,15 +166,14 @@ class SlurmJobs:
         return out
 
     # -- stop
-    def cancel(self, kill: bool = False) -> None:
-        """scancel every live job: SIGTERM (their runs checkpoint and stop within the
-        cluster's KillWait), or with ``kill`` SIGKILL now."""
+    def cancel(self) -> None:
+        """scancel every live job: SIGTERM (their runs checkpoint and stop), SIGKILL
+        after the cluster's KillWait."""
         import subprocess  # scancel, as submitit's own Job.cancel runs it
 
         ids = [j.job_id for j in self.live()]
         if ids:
-            flags = ["--signal=KILL", "--full"] if kill else []
-            subprocess.call(["scancel", *flags, *ids])
+            subprocess.call(["scancel", *ids])
 
     def wait_gone(self, timeout: float, received: list[int]) -> bool:
         """Poll until every job has ended (True), ``timeout`` passes or another signal
