@@ -13,14 +13,16 @@ TRIALS ?=
 WORKERS ?= 2
 STORAGE ?=
 TRACKER ?=
+LAUNCHER ?=
 SWEEP_FLAGS = --workers $(WORKERS) $(if $(TRIALS),--trials $(TRIALS)) $(if $(TRIALS_ONLY),--trials-only) \
-	$(if $(STORAGE),--storage $(STORAGE)) $(if $(TRACKER),track.backends=[$(TRACKER)])
+	$(if $(STORAGE),--storage $(STORAGE)) $(if $(LAUNCHER),--launcher $(LAUNCHER)) \
+	$(if $(TRACKER),track.backends=[$(TRACKER)])
 
 MODELS ?= tsvit,vivit,timesformer,timesformer*
 SEEDS ?= 3
 CHECKPOINT ?=
 
-.PHONY: setup browser train resume sweep paper guidance tables figures dashboard wandb-dashboard prepare test lint format docs bench bench-rs bench-guidance bench-segmentation bench-track bench-decode clean
+.PHONY: setup browser slurm train resume sweep paper guidance tables figures dashboard wandb-dashboard prepare test lint format docs bench bench-rs bench-guidance bench-segmentation bench-track bench-decode bench-scale clean
 
 setup: $(VENV)/.installed
 
@@ -71,9 +73,19 @@ browser:
 		echo "installed chromium (for tests/test_dashboard.py)"; } || \
 		echo "chromium not installed: the dashboards' browser test will be skipped"
 
+# tests/test_slurm.py starts a one-node Slurm cluster of its own (munged, slurmdbd on the
+# local MariaDB, slurmctld, slurmd): Debian's packages, installed the same way
+slurm:
+	@command -v slurmctld >/dev/null && command -v slurmdbd >/dev/null && command -v munged >/dev/null || \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get install -y -qq slurm-wlm slurmdbd munge >/dev/null 2>&1 || \
+		  { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq slurm-wlm slurmdbd munge >/dev/null 2>&1; }; } && \
+		echo "installed slurm-wlm, slurmdbd, munge (for tests/test_slurm.py)"; } || \
+		echo "Slurm not installed: tests/test_slurm.py will be skipped"
+
 # two test processes, whole files each (a file's tests share fixtures and run in order)
 TEST_PROCS ?= 2
-test: setup browser
+test: setup browser slurm
 	$(BIN)/pytest -q -n $(TEST_PROCS) --dist loadfile $(ARGS)
 
 lint: setup
@@ -106,6 +118,10 @@ bench-track: setup
 
 bench-decode: setup
 	$(BIN)/python benchmarks/decode.py $(ARGS)
+
+# one study's PostgreSQL storage with 1/4/16/32 simulated workers (docs/scale.md)
+bench-scale: setup
+	$(BIN)/python benchmarks/scale.py $(ARGS)
 
 clean:
 	rm -rf runs/bench runs/bench-guidance .pytest_cache

@@ -10,6 +10,7 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
+from rsexp.cli_examples import EXAMPLES
 from rsexp.config import load_config
 from rsexp.errors import (
     USER_ERRORS,
@@ -41,49 +42,6 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return out
 
 
-EXAMPLES = {
-    "train": """examples:
-  rsexp train --config sweeps/synthetic.yaml
-  rsexp train --config sweeps/synthetic.yaml train.epochs=2 data.synthetic.num_train=32
-  rsexp train --config sweeps/ucf50.yaml --until-epoch 5 loss.lambda_s=0.5""",
-    "resume": """examples:
-  rsexp resume runs/synthetic/20261202-091039-tsvit-rs-s0-6b56
-  rsexp resume 20261202-091039-tsvit-rs-s0-6b56 --epochs 60""",
-    "sweep": """examples:
-  rsexp sweep --config sweeps/synthetic.yaml --workers 2
-  rsexp sweep --config sweeps/ucf50.yaml --trials 40 --storage postgresql://u:p@db/rs
-  rsexp sweep --config sweeps/ucf50.yaml --storage postgresql://u:p@db/rs --trials-only""",
-    "paper": """examples:
-  rsexp paper --config sweeps/ucf50.yaml --models tsvit,vivit --seeds 3 --workers 2
-  rsexp paper --config sweeps/ucf50.yaml --models 'timesformer*' --checkpoint k400.pyth""",
-    "prepare": """examples:
-  rsexp prepare --config sweeps/ucf50.yaml
-  rsexp prepare --config sweeps/folder.yaml data.path=/data/my_videos""",
-    "guidance": """annotators (guidance.annotator=...):
-  openai  an OpenAI-compatible vision model names the key cells of each covered video's
-          sampled frames on a 4 x 4 grid (guidance.openai.*: model, base_url, batch for the
-          Batch API, max_usd a cost cap); the key comes from OPENAI_API_KEY only
-  oracle  the synthetic dataset's exact object cells (no API; guidance.noise.drop/add
-          degrade them for the guidance-quality study)
-  motion  the top guidance.motion_top_k cells by frame-difference energy (no API)
-  a plugin may register more (rsexp models lists them). Only the guidance.coverage
-  share of training videos is annotated; a rerun continues where it stopped.
-
-examples:
-  rsexp guidance --config sweeps/ucf50.yaml --dry-run
-  rsexp guidance --config sweeps/ucf50.yaml guidance.openai.batch=true
-  rsexp guidance --config sweeps/synthetic.yaml guidance.annotator=oracle""",
-    "tables": """examples:
-  rsexp tables --source runs
-  rsexp tables --source sqlite:///runs/mlflow.db --dataset ucf50 --format tex""",
-    "figures": """examples:
-  rsexp figures --source runs --dataset synthetic
-  rsexp figures --study synthetic-tsvit --storage sqlite:///runs/synthetic/optuna.db""",
-    "models": """examples:
-  rsexp models""",
-    "config": """examples:
-  rsexp config --config sweeps/synthetic.yaml loss.tau=0.5""",
-}
 HIDDEN = ("sweep-worker",)  # started by rsexp sweep itself
 
 
@@ -125,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
                 help="dotted key=value overrides after the options, e.g. loss.tau=0.5",
             )
 
+    def launcher(c):
+        c.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                       help="this machine, or Slurm jobs (sweep.slurm.*)")  # fmt: skip
+
     def verbose(c):
         c.add_argument("--verbose", "-v", action="store_true",
                        help="print the whole resolved config first")  # fmt: skip
@@ -139,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         help="stop (checkpointed) after this epoch; continue with rsexp resume",
     )
     t.add_argument("--nproc", type=int, default=1, help=NPROC_HELP)
+    launcher(t)
     verbose(t)
     t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. loss.tau=0.5")
 
@@ -188,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
         help="run trials, leave the confirmation runs and tables to the study's other "
         "machine (several machines, one study)",
     )
+    launcher(sw)
     verbose(sw)
     sw.add_argument("overrides", nargs="*",
                     help="dotted key=value overrides, e.g. sweep.epochs=10")  # fmt: skip
@@ -212,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
         "save_pretrained folder (runs as model.name=hf)",
     )
     pa.add_argument("--workers", type=int, default=1, help="runs at once on this machine")
+    launcher(pa)
     verbose(pa)
     pa.add_argument("overrides", nargs="*",
                     help="dotted key=value overrides, e.g. train.epochs=30")  # fmt: skip
@@ -291,7 +256,12 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.config, args.overrides)
             if args.verbose:
                 _print_config(console, cfg)
-            train(cfg, run_dir=args.run_dir, until_epoch=args.until_epoch, console=console)
+            if args.launcher == "slurm":
+                from rsexp.grid.on_slurm import train_on_slurm
+
+                train_on_slurm(cfg, args.run_dir, args.until_epoch, console)
+            else:
+                train(cfg, run_dir=args.run_dir, until_epoch=args.until_epoch, console=console)
         elif args.command == "resume":
             from rsexp.experiment import resume
 
@@ -326,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                     study_name=args.study,
                     reports=args.reports,
                     trials_only=args.trials_only,
+                    launcher=args.launcher,
                     console=console,
                 )
             except SweepStopped as e:
@@ -343,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                 seeds=args.seeds,
                 checkpoint=args.checkpoint,
                 workers=args.workers,
+                launcher=args.launcher,
                 console=console,
             )
         elif args.command == "prepare":

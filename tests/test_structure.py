@@ -17,7 +17,8 @@ PKG = Path(__file__).resolve().parents[1] / "rsexp"
 # reports read run folders (experiment) and studies (optuna), and the sweep ends by
 # writing them, so report sits below sweep. ``rsexp.errors`` holds every user-facing
 # error class (importable without torch) for the command line to catch; ``rsexp.fileio``
-# writes files whole or not at all, for every layer above the core.
+# writes files whole or not at all, for every layer above the core. ``rsexp.slurm`` is
+# the launcher's Slurm side (submitit), beside ``rsexp.jobs``.
 LAYERS = [
     "core",
     "adapters",
@@ -25,6 +26,7 @@ LAYERS = [
     "errors",
     "fileio",
     "jobs",
+    "slurm",
     "data",
     "guidance",
     "track",
@@ -32,6 +34,7 @@ LAYERS = [
     "report",
     "grid",
     "sweep",
+    "cli_examples",
     "cli",
 ]
 
@@ -182,6 +185,7 @@ def test_the_config_is_its_schema_and_its_loader():
 NOT_JOBS = {
     "rsexp/data/cache.py": "the clip cache's decoding pool: a pool of workers, not a job",
     "rsexp/track/provenance.py": "git, run for its output (the commit of a run)",
+    "rsexp/slurm.py": "scancel, a client command of the cluster (submitit starts the jobs)",
 }
 
 

@@ -37,7 +37,7 @@ from rsexp.config.schema import (
     parse_frame_keys,
 )
 from rsexp.config.sections import load_plugins, register_section
-from rsexp.config.space import Dimension, SweepConfig, paper_space
+from rsexp.config.space import Dimension, SlurmConfig, SweepConfig, paper_space
 
 __all__ = [
     "Config",
@@ -53,6 +53,7 @@ __all__ = [
     "OptimConfig",
     "OverlayConfig",
     "SegmentsConfig",
+    "SlurmConfig",
     "SweepConfig",
     "SyntheticConfig",
     "TrackConfig",

@@ -65,6 +65,34 @@ def paper_space() -> dict[str, Dimension]:
 
 
 @dataclass(frozen=True)
+class SlurmConfig:
+    """How ``--launcher slurm`` asks Slurm for each job (a sweep worker, a confirmation
+    or paper run), through submitit; "" leaves a setting to the cluster's default."""
+
+    partition: str = ""
+    time: int = 240  # minutes per job (--time); one that runs out is resubmitted
+    gpus_per_worker: int = 1  # --gpus-per-node; sweep.nproc > 1 asks for that many
+    cpus_per_worker: int = 8  # --cpus-per-task (DataLoader workers and decoding)
+    mem_gb: float = 32.0  # --mem
+    account: str = ""
+    qos: str = ""
+    # any other sbatch option, by its long name without dashes: {constraint: a100}
+    extra: dict[str, str] = field(default_factory=dict)
+    # failed, pre-empted or timed-out jobs replaced per command while budget remains
+    resubmits: int = 4
+    # SQLite is a file on the submitting machine; the nodes need a database server.
+    # True: every node sees that file on a shared disk (a one-node test cluster).
+    allow_sqlite: bool = False
+
+    def __post_init__(self):
+        _check(self.time >= 1, "sweep.slurm.time", "minutes, must be >= 1")
+        _check(self.gpus_per_worker >= 0, "sweep.slurm.gpus_per_worker", "must be >= 0")
+        _check(self.cpus_per_worker >= 1, "sweep.slurm.cpus_per_worker", "must be >= 1")
+        _check(self.mem_gb > 0, "sweep.slurm.mem_gb", "must be > 0")
+        _check(self.resubmits >= 0, "sweep.slurm.resubmits", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     objective: str = "val/top1"
     direction: Literal["maximize", "minimize"] = "maximize"
@@ -94,6 +122,8 @@ class SweepConfig:
     # (rsexp.sweep.ddp_trial; rank 0 reports to Optuna and the pruner's decision is
     # broadcast). Confirmation runs stay one process each.
     nproc: int = 1
+    # --launcher slurm: each worker (and each confirmation run) is a Slurm job
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
     # the search space: the paper's knobs by name, any other setting by its dotted key
     space: dict[str, Dimension] = field(default_factory=paper_space)
 

@@ -98,10 +98,12 @@ def run_grid(
     title: str,
     source: str,
     first=None,
+    runner=None,
 ) -> tuple[list[Path], dict[str, str]]:
     """Train every run of ``tables`` (``workers`` at a time, each slot its environment:
-    its GPU; ``first(run)`` orders them, lowest first), then write each table under
-    ``reports``. Returns (files written, {table stem: Markdown text})."""
+    its GPU; ``first(run)`` orders them, lowest first; or ``runner(specs, on_done)``
+    runs them, e.g. as Slurm jobs), then write each table under ``reports``. Returns
+    (files written, {table stem: Markdown text})."""
     runs: dict[Path, GridRun] = {}
     shared: dict[str, Path] = {}  # one run per distinct config (its seed included)
     for table in tables:
@@ -138,7 +140,10 @@ def run_grid(
             progress.advance(task)
 
         try:
-            run_all(specs, slots[: max(1, workers)], on_done)
+            if runner is not None:
+                runner(specs, on_done)
+            else:
+                run_all(specs, slots[: max(1, workers)], on_done)
         except KeyboardInterrupt:
             console.print(
                 "[yellow]interrupted[/]: the runs in progress are checkpointed; the same "

@@ -16,6 +16,7 @@ from rich.console import Console
 from rsexp.config import Config, ConfigError, with_values
 from rsexp.experiment.build import preflight
 from rsexp.grid.grid import GridRow, GridRun, Table, run_grid
+from rsexp.grid.on_slurm import slurm_runner
 from rsexp.report.labels import model_name
 
 ROWS = ("tsvit", "vivit", "timesformer", "timesformer*")
@@ -52,9 +53,11 @@ def paper(
     seeds: int = 3,
     checkpoint: str | None = None,
     workers: int = 1,
+    launcher: str = "local",
     console: Console | None = None,
 ) -> list[Path]:
-    """Train every row and write ``runs/<experiment>/paper/reports/table1.{md,tex,csv}``."""
+    """Train every row and write ``runs/<experiment>/paper/reports/table1.{md,tex,csv}``;
+    ``launcher="slurm"``: every run a Slurm job (:mod:`rsexp.grid.on_slurm`)."""
     from rsexp.jobs import slots, visible_gpus, worker_devices
 
     console = console or Console()
@@ -62,7 +65,8 @@ def paper(
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         raise ConfigError(f"--models: unknown rows {unknown}; valid: {', '.join(ROWS)}")
-    devices = worker_devices(cfg.sweep.devices, workers, visible_gpus())  # one GPU per job
+    slurm = launcher == "slurm"  # the nodes' GPUs are Slurm's to give
+    devices = [None] if slurm else worker_devices(cfg.sweep.devices, workers, visible_gpus())
     if "timesformer*" in rows and not checkpoint:
         console.print(
             "[yellow]skipping TimeSformer*[/]: it starts from Kinetics-400 weights; give "
@@ -89,10 +93,11 @@ def paper(
             label = name if method == "baseline" else f"{name} + RS"
             base = name if method == "rs" else None
             table_rows.append(GridRow(label, runs, base=base, lead=(cfg.data.name,)))
+    runner = slurm_runner(cfg, root / "slurm", f"rsexp-paper-{cfg.data.name}") if slurm else None
     written, shown = run_grid(
         [Table("table1", table_rows)], root / "reports", workers, slots(devices), console,
         f"paper rows on {cfg.data.name}", f"rsexp paper {root}",
-        first=lambda run: SLOWEST_FIRST.index(run.cfg.track.tags["row"]),
+        first=lambda run: SLOWEST_FIRST.index(run.cfg.track.tags["row"]), runner=runner,
     )  # fmt: skip
     console.print(shown["table1"], markup=False)
     console.print(f"[green]paper rows done[/]: wrote {', '.join(map(str, written))}")

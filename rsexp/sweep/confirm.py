@@ -58,9 +58,11 @@ def confirm(
     paths: SweepPaths,
     devices: list[str | None],
     console: Console,
+    runner=None,
 ) -> dict:
     """The confirmation runs of the best trial (one per worker slot of ``devices``,
-    each on its slot's GPU), then the tables, figures and the parent run's close."""
+    each on its slot's GPU; or by ``runner``, e.g. as Slurm jobs), then the tables,
+    figures and the parent run's close."""
     workers = len(devices)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials()):
         reasons = sorted({t.user_attrs.get("fail_reason", "") for t in study.get_trials()} - {""})
@@ -103,7 +105,7 @@ def confirm(
     paths.reports.mkdir(parents=True, exist_ok=True)
     written, shown = run_grid(
         [comparison, ablation], paths.reports, workers, slots(devices), console,
-        "confirmation runs", f"sweep {study.study_name}",
+        "confirmation runs", f"sweep {study.study_name}", runner=runner,
     )  # fmt: skip
     # Fig. 5 over the confirmation runs and the study's plots, next to the tables
     confirmed = [r for r in collect(str(paths.root / "confirm")) if r.stage == "confirm"]

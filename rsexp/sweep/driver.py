@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import time
 from contextlib import ExitStack
+from functools import partial
 
 import optuna
 from optuna.storages import fail_stale_trials
@@ -30,6 +31,7 @@ from rsexp.experiment.interrupts import signals_as_flags
 from rsexp.experiment.readout import epoch_metrics
 from rsexp.experiment.rundir import folder_lock
 from rsexp.jobs import Job, device_env, visible_gpus, worker_devices
+from rsexp.slurm import check_cluster, refuse_sqlite
 from rsexp.sweep import space as sp
 from rsexp.sweep.common import (
     PARENT_ATTR,
@@ -39,6 +41,7 @@ from rsexp.sweep.common import (
     trial_epochs,
 )
 from rsexp.sweep.confirm import confirm
+from rsexp.sweep.on_slurm import run_trials_on_slurm, slurm_jobs
 from rsexp.sweep.study import (
     budget_used,
     default_storage,
@@ -125,10 +128,14 @@ def sweep(
     study_name: str | None = None,
     reports: str | None = None,
     trials_only: bool = False,
+    launcher: str = "local",
     console: Console | None = None,
 ) -> dict:
     """Run (or continue) the sweep ``cfg.sweep`` describes over the base config ``cfg``,
     then the confirmation runs and the tables.
+
+    ``launcher``: ``local`` (worker processes here) or ``slurm`` (a job array, and the
+    confirmation runs as Slurm jobs: :mod:`rsexp.sweep.on_slurm`).
 
     Returns:
         ``{"study", "best_trial", "best_value", "best_values", "reports": [paths]}``.
@@ -147,7 +154,12 @@ def sweep(
             f"sweep.objective: no run logs {cfg.sweep.objective!r} every epoch; the "
             f"objective is one of {', '.join(metrics)}"
         )
-    devices = worker_devices(cfg.sweep.devices, workers, visible_gpus(), cfg.sweep.nproc)
+    if launcher == "slurm":  # the nodes' GPUs are Slurm's to give; the study must be shared
+        refuse_sqlite(storage or default_storage(cfg), cfg.sweep.slurm)
+        check_cluster()
+        devices: list[str | None] = [None] * workers
+    else:
+        devices = worker_devices(cfg.sweep.devices, workers, visible_gpus(), cfg.sweep.nproc)
     # Check the data is there, read the index, decode the clip cache and load the guidance
     # once, here: the workers start on a warm cache and a data problem (missing data
     # first) stops the sweep before anything is created.
@@ -179,7 +191,11 @@ def sweep(
         console.print(f"workers and their GPUs (CUDA_VISIBLE_DEVICES): {shown}")
 
     try:
-        _run_trials(cfg, study, storage_url, devices, paths, console)
+        if launcher == "slurm":
+            table = partial(live_table, budget=cfg.sweep.trials)
+            run_trials_on_slurm(cfg, study, storage_url, workers, paths, console, table)
+        else:
+            _run_trials(cfg, study, storage_url, devices, paths, console)
         if study.user_attrs.get(STOPPED_ATTR):
             raise SweepStopped(
                 f"sweep {study_name} stopped before its budget: "
@@ -211,6 +227,10 @@ def sweep(
                     f"confirmation runs and tables are another driver's: {escape(str(e))}"
                 )
                 return {"study": study_name, "reports": []}
+            if launcher == "slurm":
+                jobs = slurm_jobs(cfg, paths, "confirm")
+                console.print(f"confirmation runs: Slurm jobs (logs: {jobs.folder})")
+                return confirm(cfg, study, paths, devices, console, runner=jobs.run_all)
             return confirm(cfg, study, paths, devices, console)
     except KeyboardInterrupt:
         _close_parent(cfg, study, RunStatus.KILLED)

@@ -4,6 +4,7 @@ one tracked experiment (``rsexp sweep`` starts these as ``rsexp sweep-worker``).
 from __future__ import annotations
 
 import io
+import os
 import re
 from pathlib import Path
 
@@ -138,6 +139,8 @@ class Objective:
         if previous:
             self.console.print(f"trial {trial.number}: continuing {run_dir}")
         trial.set_user_attr("run_dir", str(run_dir))
+        if job := slurm_job():  # which job ran it (its log, sacct), under --launcher slurm
+            trial.set_user_attr("slurm_job", job)
         return run_dir, values
 
     def _is_surplus(self, study: optuna.Study, number: int) -> bool:
@@ -148,6 +151,15 @@ class Objective:
     def _link(trial: optuna.Trial, run_dir: Path) -> None:
         for backend, run_id in RunDir(run_dir).tracker_ids().items():
             trial.set_user_attr(f"{backend}_run_id", run_id)
+
+
+def slurm_job() -> str | None:
+    """This process's Slurm job as sacct and submitit's logs name it (``<array>_<task>``
+    in a job array); None outside Slurm."""
+    env = os.environ
+    if "SLURM_ARRAY_JOB_ID" in env:
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID")
 
 
 DUPLICATES_EXHAUSTED = 20
