@@ -266,3 +266,40 @@ def test_damaged_files_are_named_and_the_rest_goes_on(tiny, tmp_path, monkeypatc
         err = "".join(capsys.readouterr().err.split())
         assert "thestudydatabaseisdamaged" in err and f"Move{db}aside" in err, err
         assert "Traceback" not in err
+
+
+def test_workers_popping_the_trial_queue_at_once_each_take_a_different_trial(tmp_path):
+    """Four workers (each its own storage, as in its own process) pop 40 queued trials of
+    one SQLite study at once: every trial is taken by exactly one of them (Optuna's read-
+    then-write let two take the same trial: SQLite ignores FOR UPDATE), with its start
+    time recorded."""
+    import threading
+
+    from optuna.trial import TrialState
+
+    from rsexp.config import load_config
+    from rsexp.sweep.study import make_storage
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    cfg = load_config(CONFIG)
+    study = optuna.create_study(storage=make_storage(url, cfg), study_name="queue")
+    for i in range(40):
+        study.enqueue_trial({"x": float(i)})
+    stores = [make_storage(url, cfg) for _ in range(4)]
+    claimed: list[int] = []
+    start = threading.Barrier(len(stores))
+
+    def pop_all(storage) -> None:
+        queue = optuna.load_study(study_name="queue", storage=storage)
+        start.wait()
+        while (trial_id := queue._pop_waiting_trial_id()) is not None:  # what ask() does
+            claimed.append(trial_id)
+
+    threads = [threading.Thread(target=pop_all, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == sorted(t._trial_id for t in study.get_trials(deepcopy=False))
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    assert len(running) == 40 and all(t.datetime_start is not None for t in running)

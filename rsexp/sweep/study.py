@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -135,6 +137,44 @@ for _name in [
     if callable(v) and (not n.startswith("_") or n in _PRIVATE) and n not in _NOT_DB
 ]:  # fmt: skip
     setattr(ResilientRDBStorage, _name, _resilient(_name))
+
+
+def _claim(storage: RDBStorage, trial_id: int, state: TrialState) -> bool:
+    """WAITING -> RUNNING as one conditional UPDATE: True for the one caller that moved
+    it. Optuna reads the state, then writes it (``SELECT ... FOR UPDATE``), which SQLite
+    does not lock: two workers popping the queue at once both took the same trial (seen
+    in CI: two drivers of one study ran trial 0 twice, and one failed it). ``state`` is
+    always RUNNING (the signature of the call it stands in for)."""
+    # Optuna's own table model and session scope (private names, pinned by the tests)
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    trial = models.TrialModel
+    with _create_scoped_session(storage.scoped_session) as session:
+        moved = (
+            session.query(trial)
+            .filter(trial.trial_id == trial_id, trial.state == TrialState.WAITING)
+            .update({trial.state: TrialState.RUNNING}, synchronize_session=False)
+        )
+        if moved == 1:  # the same transaction: this worker holds the write
+            session.get(trial, trial_id).datetime_start = datetime.now()
+    if moved == 1:
+        return True
+    # as Optuna's: a finished trial raises, one another worker runs is not ours
+    storage.check_trial_is_updatable(trial_id, storage.get_trial(trial_id).state)
+    return False
+
+
+def _set_trial_state_values(self, trial_id, state, values=None) -> bool:
+    if state == TrialState.RUNNING and values is None:  # popping the queue
+        claim = functools.partial(_claim, self)
+        return self._retried("set_trial_state_values", claim, trial_id, state)
+    base = RDBStorage.set_trial_state_values.__get__(self)
+    return self._retried("set_trial_state_values", base, trial_id, state, values)
+
+
+_set_trial_state_values.__doc__ = RDBStorage.set_trial_state_values.__doc__
+ResilientRDBStorage.set_trial_state_values = _set_trial_state_values
 
 
 def make_storage(url: str, cfg: Config) -> RDBStorage:
