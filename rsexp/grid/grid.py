@@ -89,6 +89,20 @@ def _prepare_folder(run: GridRun) -> None:
     rd.save_config(run.cfg)
 
 
+def finished(run_dir: Path):
+    """A job's result check: its run folder's summary says finished (-> the summary),
+    else its error."""
+    from rsexp.experiment import RunDir
+
+    def check(code: int) -> tuple[bool, object]:
+        summary = RunDir(run_dir).summary() or {}
+        if code == 0 and summary.get("status") == "finished":
+            return True, summary
+        return False, summary.get("error")
+
+    return check
+
+
 def run_grid(
     tables: list[Table],
     reports: Path,
@@ -118,18 +132,9 @@ def run_grid(
     for run in runs.values():
         _prepare_folder(run)
 
-    def done(run_dir: Path):
-        from rsexp.experiment import RunDir
-
-        def check(code: int) -> tuple[bool, object]:
-            summary = RunDir(run_dir).summary() or {}
-            if code == 0 and summary.get("status") == "finished":
-                return True, summary
-            return False, summary.get("error")
-
-        return check
-
-    specs = {d: Spec("rsexp.grid.grid:run_job", (str(d),), done(d), label=str(d)) for d in runs}
+    specs = {
+        d: Spec("rsexp.grid.grid:run_job", (str(d),), finished(d), label=str(d)) for d in runs
+    }
     with Progress(console=console) as progress:
         task = progress.add_task(title, total=len(specs))
 

@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from rsexp.config import Config
 from rsexp.errors import ConfigError, Interrupted
+from rsexp.grid.grid import finished
 from rsexp.jobs import Spec
 from rsexp.slurm import SlurmJobs, check_cluster
 
@@ -23,18 +24,6 @@ def slurm_runner(cfg: Config, folder: Path, name: str):
     submitit's files and the jobs' logs under ``folder``."""
     check_cluster()
     return SlurmJobs(cfg.sweep.slurm, folder, name).run_all
-
-
-def _finished(run_dir: Path):
-    from rsexp.experiment import RunDir
-
-    def check(code: int) -> tuple[bool, object]:
-        summary = RunDir(run_dir).summary() or {}
-        if code == 0 and summary.get("status") == "finished":
-            return True, summary
-        return False, summary.get("error")
-
-    return check
 
 
 def train_on_slurm(
@@ -60,7 +49,7 @@ def train_on_slurm(
     rd.path.mkdir(parents=True, exist_ok=True)
     rd.save_config(cfg)
     jobs = SlurmJobs(cfg.sweep.slurm, runs / "slurm", f"rsexp-{rd.path.name}")
-    spec = Spec("rsexp.grid.grid:run_job", (str(rd.path),), _finished(rd.path), label=str(rd.path))
+    spec = Spec("rsexp.grid.grid:run_job", (str(rd.path),), finished(rd.path), label=str(rd.path))
     console.print(f"run {rd.path} as a Slurm job (logs: {jobs.folder})")
     try:
         with console.status("waiting for the Slurm job to end"):
