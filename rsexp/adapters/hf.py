@@ -25,8 +25,8 @@ from rsexp.core.hf_video import (
     base_model,
     hf_view_logits,
     patch_side,
+    set_num_frames,
     temporal_tokens,
-    tubelet_t,
 )
 from rsexp.core.models.output import VideoOutput
 from rsexp.core.registry import register_model
@@ -136,9 +136,7 @@ def _fit_frames(net, num_frames: int, path: str) -> None:
     te = emb.time_embeddings.data.transpose(1, 2)
     te = torch.nn.functional.interpolate(te, size=num_frames, mode="nearest").transpose(1, 2)
     emb.time_embeddings = torch.nn.Parameter(te.contiguous())
-    for m in net.modules():
-        if getattr(m, "config", None) is not None:
-            m.config.num_frames = num_frames
+    set_num_frames(net, num_frames)
 
 
 def enable_checkpointing(net) -> None:
@@ -189,16 +187,9 @@ def hf(
             f"model.hf.path: {path} holds a {config.model_type!r}; rsexp supervises "
             f"{', '.join(FAMILIES)}"
         )
-    if config.model_type == "timesformer":
-        impl = "eager"  # transformers' TimeSformer has no SDPA path
-    else:
-        impl = cfg.hf.attn_implementation
-        t = tubelet_t(config)
-        if num_frames % t:
-            raise ConfigError(
-                f"model.hf.path: {path} embeds {t}-frame tubelets; data.num_frames="
-                f"{num_frames} is not a multiple"
-            )
+    # transformers' TimeSformer has no SDPA path; a frame count the others' position
+    # tables do not hold is refused by _fit_frames
+    impl = "eager" if config.model_type == "timesformer" else cfg.hf.attn_implementation
     kwargs = dict(num_labels=num_classes, attn_implementation=impl)
     if torch.empty(0).device.type == "meta":  # check_model: the structure, no weights
         config.update(kwargs)

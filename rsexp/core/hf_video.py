@@ -111,19 +111,24 @@ register_tap("transformers", lambda m: family(m) is not None, _hf_site)
 
 
 # ---------------------------------------------------------------------- segment views
+def set_num_frames(model: nn.Module, n: int) -> int:
+    """Set ``num_frames`` on every config object the model's modules hold (transformers'
+    TimeSformer layers read it in every forward); returns the old count."""
+    configs = {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None}
+    old = base_model(model).config.num_frames
+    for c in configs.values():
+        c.num_frames = n
+    return old
+
+
 @contextlib.contextmanager
 def _frames(model: nn.Module, n: int):
-    """transformers' TimeSformer layers read ``config.num_frames``: set it to ``n`` on
-    every config object the model's modules hold, then put it back."""
-    configs = {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None}
-    old = {k: c.num_frames for k, c in configs.items()}
+    """The model runs ``n`` frames in this block."""
+    old = set_num_frames(model, n)
     try:
-        for c in configs.values():
-            c.num_frames = n
         yield
     finally:
-        for k, c in configs.items():
-            c.num_frames = old[k]
+        set_num_frames(model, old)
 
 
 def _param_name(model: nn.Module, param: nn.Parameter) -> str:

@@ -17,7 +17,7 @@ from torch import nn
 from rsexp.core.attn_grid import AttentionToGrid
 from rsexp.core.models.output import VideoOutput
 from rsexp.core.segments import slices_for
-from rsexp.core.settings import LossConfig, SegmentsConfig
+from rsexp.core.settings import LossConfig, ModelConfig, SegmentsConfig
 from rsexp.core.step import rs_losses
 
 
@@ -77,6 +77,10 @@ def temporal_views(
     return {lvl: hf_video.hf_view_logits(model, x, segments[lvl]) for lvl in ("im", "ctx")}
 
 
+# the defaults are rsexp's own (one default per setting: LossConfig, ModelConfig)
+_LOSS, _MODEL = LossConfig(), ModelConfig()
+
+
 class ReasoningSupervision(nn.Module):
     """The RS objective for your own loop: CE + lambda_s * L_spatial + lambda_t *
     L_temporal (paper §2.3), as rsexp's training step computes it.
@@ -105,16 +109,16 @@ class ReasoningSupervision(nn.Module):
 
     def __init__(
         self,
-        lambda_s: float = 1.0,
-        lambda_t: float = 0.5,
-        tau: float = 1.0,
+        lambda_s: float = _LOSS.lambda_s,
+        lambda_t: float = _LOSS.lambda_t,
+        tau: float = _LOSS.tau,
         segments: SegmentsConfig | None = None,
         guidance_grid: int = 4,
         *,
-        eps: float = 1e-8,
-        consensus: str = "mean",
-        consensus_power: float = 1 / 0.7,
-        attn_to_grid: str = "area",
+        eps: float = _LOSS.eps,
+        consensus: str = _LOSS.consensus,
+        consensus_power: float = _LOSS.consensus_power,
+        attn_to_grid: str = _MODEL.attn_to_grid,
     ):
         super().__init__()
         self.config = LossConfig(
@@ -122,7 +126,7 @@ class ReasoningSupervision(nn.Module):
             lambda_t=lambda_t,
             tau=tau,
             eps=eps,
-            segments=segments or SegmentsConfig(),
+            segments=segments or _LOSS.segments,
             consensus=consensus,
             consensus_power=consensus_power,
         )

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsexp.config import parse_frame_keys
+from rsexp.config import GuidanceConfig, parse_frame_keys
 from rsexp.errors import GuidanceFormatError  # noqa: F401 (raised here)
 from rsexp.guidance.grid import cells_to_mask
 
@@ -290,7 +290,7 @@ def guidance_masks(
     *,
     lengths=None,
     fps=None,
-    max_frame_gap: int = 0,
+    max_frame_gap: int = GuidanceConfig.max_frame_gap,
     strict: bool = False,
 ):
     """Guidance masks of a batch of clips, for :class:`~rsexp.ReasoningSupervision`.
@@ -304,7 +304,7 @@ def guidance_masks(
         lengths: B frame counts of the videos (needed by ``frame_keys=position``).
         fps: B frame rates (needed by ``frame_keys=fps:<r>``).
         max_frame_gap: a sampled frame takes the nearest annotated frame at most this
-            many frames away.
+            many frames away (default: rsexp's own, ``guidance.max_frame_gap``).
         strict: a video the store does not hold is an error (default: it has no
             guidance, as the videos a ``guidance.coverage`` below 1 leaves out).
 
